@@ -1,0 +1,111 @@
+# ringrelay - build, test and run.
+#
+#   make            build/ringrelay and the other programs (quiet; V=1 shows commands)
+#   make asan       the same under AddressSanitizer + UBSan, into build/asan/
+#   make fuzz       libFuzzer targets into build/fuzz/
+#   make test       install what is missing, build, run unit, fuzz and system tests
+#   make run        install what is missing, build, start the relay from the example config
+#   make bench      the accept-rate comparison against Postfix (bench/README.md)
+
+V ?= 0
+ifeq ($(V),1)
+Q :=
+else
+Q := @
+endif
+
+CC      ?= gcc
+BUILD   := build
+VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
+
+CPPFLAGS := -D_GNU_SOURCE -DRR_VERSION='"$(VERSION)"' -I.
+WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wformat=2 -Wvla
+CFLAGS   ?= -O2 -g
+CFLAGS   += -std=gnu11 -pthread -msse4.2 -fno-strict-aliasing $(WARN)
+LIBS     := -luring -linih -lpthread
+# jemalloc replaces malloc by being linked; the sanitizer builds keep their own allocator.
+ALLOC    := -ljemalloc
+
+# Programs: one main file each. Everything else in core/ net/ tls/ is the shared library.
+PROG_MAINS := core/main.c core/ringctl.c bench/ringbench.c bench/ringsink.c
+PROG_NAMES := ringrelay ringctl ringbench ringsink
+PROGS      := $(foreach p,$(PROG_NAMES),$(BUILD)/$(p))
+LIB_SRC    := $(filter-out $(PROG_MAINS),$(wildcard core/*.c net/*.c tls/*.c))
+LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
+BENCH_SRC  := $(filter-out $(PROG_MAINS),$(wildcard bench/*.c))
+BENCH_OBJ  := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
+UNIT_SRC   := $(wildcard tests/unit/test_*.c)
+UNIT_BIN   := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+FUZZ_SRC   := $(wildcard tests/fuzz/fuzz_*.c)
+FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
+
+ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+
+.PHONY: all asan fuzz test unit run bench deps clean
+all: $(filter $(BUILD)/ringrelay $(BUILD)/ringctl,$(PROGS)) $(if $(wildcard bench/ringbench.c),$(BUILD)/ringbench) $(if $(wildcard bench/ringsink.c),$(BUILD)/ringsink)
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
+
+$(BUILD)/libringrelay.a: $(LIB_OBJ)
+	@$(if $(Q),echo "  AR      $@")
+	$(Q)rm -f $@ && ar rcs $@ $^
+
+$(BUILD)/ringrelay: $(BUILD)/obj/core/main.o $(BUILD)/libringrelay.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS) $(ALLOC)
+
+$(BUILD)/ringctl: $(BUILD)/obj/core/ringctl.o $(BUILD)/libringrelay.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS) $(ALLOC)
+
+$(BUILD)/ringbench: $(BUILD)/obj/bench/ringbench.o $(BENCH_OBJ) $(BUILD)/libringrelay.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS) $(ALLOC) -lm
+
+$(BUILD)/ringsink: $(BUILD)/obj/bench/ringsink.o $(BENCH_OBJ) $(BUILD)/libringrelay.a
+	@$(if $(Q),echo "  LD      $@")
+	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS) $(ALLOC)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libringrelay.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  TEST    $@")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LIBS)
+
+# Sanitizer build: a separate tree, same sources, no jemalloc.
+asan:
+	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/asan CFLAGS="$(ASAN_FLAGS)" ALLOC= \
+		$(BUILD)/asan/ringrelay $(BUILD)/asan/ringctl \
+		$(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
+
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  FUZZ    $@")
+	$(Q)clang $(CPPFLAGS) -std=gnu11 -g -O1 -msse4.2 -fsanitize=fuzzer,address,undefined \
+		-o $@ $< $(LIB_SRC) $(LIBS)
+
+fuzz: $(FUZZ_BIN)
+
+deps:
+	$(Q)sh deploy/install-deps.sh
+
+unit: $(UNIT_BIN)
+
+test: deps
+	$(Q)$(MAKE) --no-print-directory all asan fuzz
+	$(Q)sh tests/run.sh
+
+run: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)sh deploy/run-demo.sh
+
+bench: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)sh bench/accept.sh
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

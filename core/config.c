@@ -1,0 +1,1653 @@
+/*
+ * config.c - the ringrelay configuration: embedded defaults, the INI file, -o overrides, the
+ * cross-key checks and the -t file checks.
+ *
+ * FUNCTIONS
+ *   config_load, config_load_stream   defaults, then the file, then -o overrides, then checks
+ *   config_check_files                -t: every file named exists and is readable
+ *   config_where                      "FILE:LINE" of a key, for other modules' messages
+ *   config_free                       release what config_load allocated
+ *   config_net_match                  a client address inside a network list
+ *   config_parse_*                    the value parsers, shared with the tests
+ *
+ * DESIGN
+ *   One table, keys[], names every key of the flat sections: section, key, type, offset and
+ *   size of the field in struct rr_config, bounds, and the default written as an operator
+ *   would write it. Defaults go through the same setters as the file, so no default escapes
+ *   validation. listener_keys[] does the same for struct config_listener.
+ *
+ *   Line numbers: the row index of keys[] (enum key_id) is also the index of cfg->origin[],
+ *   which records for every key where its value came from ({line, override}; line 0 = the
+ *   embedded default); listeners keep theirs in key_origin[] (enum listener_key_id). Cross-key
+ *   checks, -t and config_where() report from there.
+ *
+ *   libinih splits lines into name and value. In front of it sits read_line(), the ini_reader
+ *   we hand it, which:
+ *     - counts lines: Debian's libinih is built without INI_HANDLER_LINENO, and read_line()
+ *       hands inih exactly one line per file line, so the handler's line is st->lineno;
+ *     - bounds a line to CONFIG_LINE_BYTES_MAX and refuses control characters;
+ *     - strips leading blanks, so inih never takes an indented line as a multi-line
+ *       continuation of the previous key, and inline comments " # ..." and " ; ..." (inih
+ *       knows only ";");
+ *     - reports a line that is neither "[section]", "key = value" nor a comment and gives inih
+ *       an empty line instead, so every syntax error is reported, not just the first;
+ *     - opens sections itself, because inih truncates section names to 49 bytes and
+ *       "listener." + NAME may be 72.
+ *   Debian's libinih reads its line buffer size from process-wide variables; parse_file()
+ *   raises them for the parse and restores them afterwards.
+ *
+ * SECURITY
+ *   The file and the -o values are operator input: trusted in intent, not in form. Every line
+ *   is bounded, every string is copied with a length check and a clear error when too long,
+ *   every number is checked for overflow and against the bounds in the table, addresses are
+ *   numeric only (no DNS at start-up). config_net_match() matches a v4-mapped client address
+ *   as IPv4 only, so "::/0" in trusted_networks never trusts every IPv4 client of a dual-stack
+ *   listener; a network written as ::ffff:a.b.c.d/n is stored as IPv4 for the same reason.
+ *
+ * STANDARDS
+ *   RFC 1035 2.3.1 and RFC 1123 2.1 (host name syntax, for hostname and smarthost),
+ *   RFC 4291 2.5.5.2 (IPv4-mapped IPv6 addresses), RFC 4632 (CIDR notation).
+ */
+#include <arpa/inet.h>
+#include <assert.h>
+#include <errno.h>
+#include <limits.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <ini.h>
+
+#include "core/config.h"
+
+/* Enumerations and counts are stored through int and unsigned views of the fields. */
+_Static_assert(sizeof(enum tls_mode) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum auth_mode) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum relay_mode) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum relay_tls) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum bpf_mode) == sizeof(int), "enum size");
+_Static_assert(sizeof(enum line_endings) == sizeof(int), "enum size");
+_Static_assert(sizeof(unsigned) == sizeof(uint32_t), "unsigned is 32 bits");
+
+#define MS_PER_S  1000ULL
+#define MS_PER_M  (60 * MS_PER_S)
+#define MS_PER_H  (60 * MS_PER_M)
+#define MS_PER_D  (24 * MS_PER_H)
+#define KIB       1024ULL
+#define MIB       (1024 * KIB)
+#define GIB       (1024 * MIB)
+
+#define DOMAIN_BYTES_MAX   253   /* RFC 1035 2.3.4, without the trailing dot */
+#define LABEL_BYTES_MAX    63    /* RFC 1035 2.3.4 */
+#define SUN_PATH_BYTES_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
+#define TOKEN_BYTES_MAX    64    /* one entry of an address or network list */
+#define PORT_NONE          (-2)  /* key_def.port: the address takes no port */
+#define SMTP_PORT          25    /* smarthost without a port */
+#define DEFAULT_FILE       "(default)"  /* FILE of messages when there is no file */
+
+/* Every key of the flat sections; the row of keys[] and the index of cfg->origin[]. */
+enum key_id {
+    K_HOSTNAME, K_WORKERS, K_SPOOL_DIR, K_METRICS_LISTEN, K_CONTROL_SOCKET, K_USER,
+    K_SPOOL_MIN_FREE, K_SEGMENT_SIZE,
+    K_TLS_CERT, K_TLS_KEY,
+    K_PASSWD_FILE, K_DOVECOT_SOCKET, K_PLAINTEXT, K_MAX_FAILURES,
+    K_MAX_MESSAGE_SIZE, K_MAX_RECIPIENTS, K_IDLE_TIMEOUT, K_DATA_TIMEOUT, K_MIN_DATA_RATE,
+    K_GREETING_DELAY, K_BARE_LINE_ENDINGS, K_MAX_ERRORS, K_MAX_CONNECTIONS,
+    K_HOSTED_DOMAINS, K_SENDER_LOGINS, K_TRUSTED_NETWORKS, K_RELAY_MODE, K_RELAY_ENFORCE_AFTER,
+    K_NOTIFY_TEMPLATE, K_NOTIFY_INTERVAL, K_HOST_REGISTRY, K_USER_HOURLY_MESSAGES,
+    K_USER_HOURLY_RECIPIENTS, K_IP_HOURLY_MESSAGES,
+    K_SMARTHOST, K_DNS_SERVERS, K_SOURCE_ADDRESSES, K_RELAY_TLS, K_RETRY_MIN, K_RETRY_MAX,
+    K_QUEUE_LIFETIME,
+    K_BPF_ENABLED, K_BPF_CONNECTIONS_PER_IP, K_BPF_CONNECTS_PER_IP_PER_S,
+    K_COUNT
+};
+_Static_assert(K_COUNT <= CONFIG_KEYS_MAX, "raise CONFIG_KEYS_MAX");
+
+/* Every key of a [listener.NAME]; the row of listener_keys[] and of key_origin[]. */
+enum listener_key_id { LK_LISTEN, LK_TLS, LK_AUTH, LK_COUNT };
+_Static_assert(LK_COUNT <= CONFIG_LISTENER_KEYS_MAX, "raise CONFIG_LISTENER_KEYS_MAX");
+
+enum key_type {
+    T_PATH,        /* a file or directory path; "" = unset unless min says otherwise */
+    T_WORD,        /* one user-name-like token: A-Z a-z 0-9 . _ -, not starting with '-' */
+    T_HOSTNAME,    /* a plausible domain name */
+    T_HOSTPORT,    /* host[:port] or [address][:port], stored "host:port"; "" = unset */
+    T_UINT,        /* a decimal count */
+    T_SIZE,        /* bytes, with K M G suffixes */
+    T_MS,          /* a duration stored in milliseconds */
+    T_SEC,         /* a duration stored in whole seconds (bounds still in milliseconds) */
+    T_BOOL,        /* yes/no/true/false/on/off/1/0 */
+    T_ENUM,        /* one of names[] */
+    T_ADDR,        /* one socket address; "" = off */
+    T_ADDRS,       /* a list of socket addresses */
+    T_NETS,        /* a list of CIDR networks */
+    T_DATE,        /* YYYY-MM-DD, stored as int64_t unix time */
+};
+
+struct enum_name {
+    const char *name;             /* as written in the file, matched without case */
+    int value;                    /* stored into the int-sized enum field */
+    bool alias;                   /* accepted but not listed in messages */
+};
+
+struct key_def {
+    const char *section;          /* "server", ...; "listener" in listener_keys[] */
+    const char *name;             /* the key */
+    enum key_type type;           /* how the value is parsed and stored */
+    size_t offset;                /* of the field in struct rr_config or config_listener */
+    size_t size;                  /* bytes of the field */
+    size_t count_offset;          /* T_ADDRS, T_NETS: offset of the unsigned entry count */
+    uint64_t min, max;            /* numbers: bounds in the parsed unit (ms for durations);
+                                     lists: entries (max 0 = capacity); strings: length in
+                                     bytes (max 0 = field size - 1) */
+    int port;                     /* T_ADDR, T_ADDRS: port default, -1 required, PORT_NONE */
+    const struct enum_name *names; /* T_ENUM: the accepted names, NULL-terminated */
+    const char *dflt;             /* the default as a file would write it; NULL = none */
+};
+
+static const struct enum_name tls_names[] = {
+    { "none", TLS_NONE, false }, { "starttls", TLS_STARTTLS, false },
+    { "implicit", TLS_IMPLICIT, false }, { NULL, 0, false },
+};
+static const struct enum_name auth_names[] = {
+    { "none", AUTH_NONE, false }, { "optional", AUTH_OPTIONAL, false },
+    { "required", AUTH_REQUIRED, false }, { NULL, 0, false },
+};
+static const struct enum_name relay_mode_names[] = {
+    { "allow", RELAY_ALLOW, false }, { "notify", RELAY_NOTIFY, false },
+    { "reject", RELAY_REJECT, false }, { NULL, 0, false },
+};
+static const struct enum_name relay_tls_names[] = {
+    { "may", RELAY_TLS_MAY, false }, { "none", RELAY_TLS_NONE, false },
+    { "encrypt", RELAY_TLS_ENCRYPT, false }, { "verify", RELAY_TLS_VERIFY, false },
+    { NULL, 0, false },
+};
+/* yes/no as for every boolean, so "enabled = on" reads as it would anywhere else */
+static const struct enum_name bpf_names[] = {
+    { "auto", BPF_AUTO, false }, { "yes", BPF_YES, false }, { "no", BPF_NO, false },
+    { "true", BPF_YES, true }, { "on", BPF_YES, true }, { "1", BPF_YES, true },
+    { "false", BPF_NO, true }, { "off", BPF_NO, true }, { "0", BPF_NO, true },
+    { NULL, 0, false },
+};
+static const struct enum_name line_ending_names[] = {
+    { "reject", LINE_ENDINGS_REJECT, false }, { "normalize", LINE_ENDINGS_NORMALIZE, false },
+    { NULL, 0, false },
+};
+
+#define CFG(f)   offsetof(struct rr_config, f), sizeof(((struct rr_config *)0)->f)
+#define LST(f)   offsetof(struct config_listener, f), sizeof(((struct config_listener *)0)->f)
+#define COUNT(f) .count_offset = offsetof(struct rr_config, f)
+
+static const struct key_def keys[K_COUNT] = {
+    /* [server]; hostname's default is gethostname(), see set_defaults() */
+    [K_HOSTNAME] = { "server", "hostname", T_HOSTNAME, CFG(hostname),
+                     .min = 1, .max = DOMAIN_BYTES_MAX },
+    [K_WORKERS] = { "server", "workers", T_UINT, CFG(workers), .max = 256, .dflt = "0" },
+    [K_SPOOL_DIR] = { "server", "spool_dir", T_PATH, CFG(spool_dir), .min = 1,
+                      .dflt = "./spool" },
+    [K_METRICS_LISTEN] = { "server", "metrics_listen", T_ADDR, CFG(metrics_listen),
+                           .port = -1, .dflt = "127.0.0.1:9425" },
+    [K_CONTROL_SOCKET] = { "server", "control_socket", T_PATH, CFG(control_socket),
+                           .max = SUN_PATH_BYTES_MAX, .dflt = "/run/ringrelay/control.sock" },
+    [K_USER] = { "server", "user", T_WORD, CFG(user), .dflt = "" },
+    [K_SPOOL_MIN_FREE] = { "server", "spool_min_free", T_SIZE, CFG(spool_min_free_bytes),
+                           .max = 1ULL << 50, .dflt = "64M" },
+    [K_SEGMENT_SIZE] = { "server", "segment_size", T_SIZE, CFG(segment_bytes_max),
+                         .min = 64 * KIB, .max = 64 * GIB, .dflt = "64M" },
+
+    /* [tls] */
+    [K_TLS_CERT] = { "tls", "cert", T_PATH, CFG(tls_cert), .dflt = "" },
+    [K_TLS_KEY] = { "tls", "key", T_PATH, CFG(tls_key), .dflt = "" },
+
+    /* [auth] */
+    [K_PASSWD_FILE] = { "auth", "passwd_file", T_PATH, CFG(passwd_file), .dflt = "" },
+    [K_DOVECOT_SOCKET] = { "auth", "dovecot_socket", T_PATH, CFG(dovecot_socket),
+                           .max = SUN_PATH_BYTES_MAX, .dflt = "" },
+    [K_PLAINTEXT] = { "auth", "plaintext", T_BOOL, CFG(auth_plaintext), .dflt = "no" },
+    [K_MAX_FAILURES] = { "auth", "max_failures", T_UINT, CFG(auth_failures_max),
+                         .min = 1, .max = 100, .dflt = "3" },
+
+    /* [limits] */
+    [K_MAX_MESSAGE_SIZE] = { "limits", "max_message_size", T_SIZE, CFG(message_bytes_max),
+                             .min = KIB, .max = 4 * GIB, .dflt = "35M" },
+    [K_MAX_RECIPIENTS] = { "limits", "max_recipients", T_UINT, CFG(rcpt_count_max),
+                           .min = 1, .max = 100000, .dflt = "50" },
+    [K_IDLE_TIMEOUT] = { "limits", "idle_timeout", T_MS, CFG(idle_timeout_ms),
+                         .min = 100, .max = MS_PER_D, .dflt = "300s" },
+    [K_DATA_TIMEOUT] = { "limits", "data_timeout", T_MS, CFG(data_timeout_ms),
+                         .min = 100, .max = MS_PER_D, .dflt = "600s" },
+    [K_MIN_DATA_RATE] = { "limits", "min_data_rate", T_SIZE, CFG(min_data_rate),
+                          .max = GIB, .dflt = "1K" },
+    [K_GREETING_DELAY] = { "limits", "greeting_delay", T_MS, CFG(greeting_delay_ms),
+                           .max = 5 * MS_PER_M, .dflt = "0" },
+    [K_BARE_LINE_ENDINGS] = { "limits", "bare_line_endings", T_ENUM, CFG(line_endings),
+                              .names = line_ending_names, .dflt = "reject" },
+    [K_MAX_ERRORS] = { "limits", "max_errors", T_UINT, CFG(errors_max),
+                       .min = 1, .max = 1000, .dflt = "10" },
+    [K_MAX_CONNECTIONS] = { "limits", "max_connections", T_UINT, CFG(connections_max),
+                            .min = 1, .max = 1000000, .dflt = "10000" },
+
+    /* [policy] */
+    [K_HOSTED_DOMAINS] = { "policy", "hosted_domains", T_PATH, CFG(hosted_domains), .dflt = "" },
+    [K_SENDER_LOGINS] = { "policy", "sender_logins", T_PATH, CFG(sender_logins), .dflt = "" },
+    [K_TRUSTED_NETWORKS] = { "policy", "trusted_networks", T_NETS, CFG(trusted_networks),
+                             COUNT(trusted_network_count), .dflt = "127.0.0.0/8, ::1/128" },
+    [K_RELAY_MODE] = { "policy", "relay_mode", T_ENUM, CFG(relay_mode),
+                       .names = relay_mode_names, .dflt = "notify" },
+    [K_RELAY_ENFORCE_AFTER] = { "policy", "relay_enforce_after", T_DATE,
+                                CFG(relay_enforce_after), .dflt = "2014-01-01" },
+    [K_NOTIFY_TEMPLATE] = { "policy", "notify_template", T_PATH, CFG(notify_template),
+                            .dflt = "" },
+    [K_NOTIFY_INTERVAL] = { "policy", "notify_interval", T_SEC, CFG(notify_interval_s),
+                            .max = 366 * MS_PER_D, .dflt = "1d" },
+    [K_HOST_REGISTRY] = { "policy", "host_registry", T_PATH, CFG(host_registry), .dflt = "" },
+    [K_USER_HOURLY_MESSAGES] = { "policy", "user_hourly_messages", T_UINT,
+                                 CFG(user_hourly_messages), .max = UINT32_MAX, .dflt = "0" },
+    [K_USER_HOURLY_RECIPIENTS] = { "policy", "user_hourly_recipients", T_UINT,
+                                   CFG(user_hourly_recipients), .max = UINT32_MAX,
+                                   .dflt = "0" },
+    [K_IP_HOURLY_MESSAGES] = { "policy", "ip_hourly_messages", T_UINT,
+                               CFG(ip_hourly_messages), .max = UINT32_MAX, .dflt = "0" },
+
+    /* [relay] */
+    [K_SMARTHOST] = { "relay", "smarthost", T_HOSTPORT, CFG(smarthost), .dflt = "" },
+    [K_DNS_SERVERS] = { "relay", "dns_servers", T_ADDRS, CFG(dns_servers),
+                        COUNT(dns_server_count), .port = 53, .dflt = "" },
+    [K_SOURCE_ADDRESSES] = { "relay", "source_addresses", T_ADDRS, CFG(source_addresses),
+                             COUNT(source_address_count), .port = PORT_NONE, .dflt = "" },
+    [K_RELAY_TLS] = { "relay", "tls", T_ENUM, CFG(relay_tls), .names = relay_tls_names,
+                      .dflt = "may" },
+    [K_RETRY_MIN] = { "relay", "retry_min", T_SEC, CFG(retry_min_s),
+                      .min = MS_PER_S, .max = 7 * MS_PER_D, .dflt = "5m" },
+    [K_RETRY_MAX] = { "relay", "retry_max", T_SEC, CFG(retry_max_s),
+                      .min = MS_PER_S, .max = 30 * MS_PER_D, .dflt = "4h" },
+    [K_QUEUE_LIFETIME] = { "relay", "queue_lifetime", T_SEC, CFG(queue_lifetime_s),
+                           .min = MS_PER_S, .max = 365 * MS_PER_D, .dflt = "5d" },
+
+    /* [bpf] */
+    [K_BPF_ENABLED] = { "bpf", "enabled", T_ENUM, CFG(bpf), .names = bpf_names,
+                        .dflt = "auto" },
+    [K_BPF_CONNECTIONS_PER_IP] = { "bpf", "max_connections_per_ip", T_UINT,
+                                   CFG(bpf_connections_per_ip_max),
+                                   .min = 1, .max = 1000000, .dflt = "50" },
+    [K_BPF_CONNECTS_PER_IP_PER_S] = { "bpf", "max_connects_per_ip_per_s", T_UINT,
+                                      CFG(bpf_connects_per_ip_per_s_max),
+                                      .min = 1, .max = 1000000, .dflt = "20" },
+};
+
+static const struct key_def listener_keys[LK_COUNT] = {
+    [LK_LISTEN] = { "listener", "listen", T_ADDRS, LST(addrs),
+                    .count_offset = offsetof(struct config_listener, addr_count),
+                    .min = 1, .port = -1 },
+    [LK_TLS] = { "listener", "tls", T_ENUM, LST(tls), .names = tls_names, .dflt = "none" },
+    [LK_AUTH] = { "listener", "auth", T_ENUM, LST(auth), .names = auth_names, .dflt = "none" },
+};
+
+#define LISTENER_PREFIX      "listener."
+#define LISTENER_PREFIX_LEN  (sizeof(LISTENER_PREFIX) - 1)
+#define DEFAULT_LISTENER     "default"
+#define DEFAULT_LISTEN       "127.0.0.1:2525"
+
+/* One load in progress: the reader's line state, the open section, the problem count. */
+struct parse_state {
+    struct rr_config *cfg;        /* being built */
+    FILE *in;                     /* the file, read by read_line(); NULL = no file */
+    FILE *errs;                   /* where problems are written; NULL = count only */
+    const char *file;             /* FILE of the messages */
+    int problems;                 /* reported so far */
+    uint32_t lineno;              /* the line read_line() last handed to inih */
+    int read_errno;               /* a read error on in, 0 = none */
+    bool in_section;              /* a [section] header has been seen */
+    bool section_bad;             /* the open section is unknown: its keys are skipped */
+    struct config_listener *listener; /* the open [listener.NAME], NULL for a flat section */
+    char section[CONFIG_LINE_BYTES_MAX + 1]; /* the open section's full name */
+    char raw[CONFIG_LINE_BYTES_MAX + 1];     /* the line being read */
+};
+
+/* ---------------------------------------------------------------------------------------- */
+/* Reports                                                                                  */
+
+static void vreport(FILE *errs, const char *file, struct config_origin o, const char *fmt,
+                    va_list ap) __attribute__((format(printf, 4, 0)));
+static int problem(struct parse_state *st, struct config_origin o, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static int report(FILE *errs, const char *file, struct config_origin o, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+/* vreport - one "FILE:LINE: message" line; an override's FILE is "-o". */
+static void vreport(FILE *errs, const char *file, struct config_origin o, const char *fmt,
+                    va_list ap)
+{
+    if (!errs)
+        return;
+    fprintf(errs, "%s:%u: ", o.override ? "-o" : file, (unsigned)o.line);
+    vfprintf(errs, fmt, ap);
+    fputc('\n', errs);
+}
+
+/* problem - report during a load and count it; returns -1 so callers can "return problem()". */
+static int problem(struct parse_state *st, struct config_origin o, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vreport(st->errs, st->file, o, fmt, ap);
+    va_end(ap);
+    st->problems++;
+    return -1;
+}
+
+/* report - one problem outside a load (config_check_files); returns 1, the count to add. */
+static int report(FILE *errs, const char *file, struct config_origin o, const char *fmt, ...)
+{
+    va_list ap;
+
+    va_start(ap, fmt);
+    vreport(errs, file, o, fmt, ap);
+    va_end(ap);
+    return 1;
+}
+
+/* file_name - FILE of the messages about cfg. */
+static const char *file_name(const struct rr_config *cfg)
+{
+    return cfg->path ? cfg->path : DEFAULT_FILE;
+}
+
+/* later - of two origins, the one the operator wrote last: -o beats the file, a higher line a
+ * lower one, anything beats a default. Cross-key problems are reported there. */
+static struct config_origin later(struct config_origin a, struct config_origin b)
+{
+    if (a.override != b.override)
+        return a.override ? a : b;
+    return a.line >= b.line ? a : b;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Value parsers                                                                            */
+
+static bool is_digit(char c) { return c >= '0' && c <= '9'; }
+static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
+static bool is_blank(char c) { return c == ' ' || c == '\t'; }
+
+/* parse_digits - a run of decimal digits at s, no sign; *end after it. -1 on none or overflow. */
+static int parse_digits(const char *s, uint64_t *out, const char **end)
+{
+    uint64_t n = 0;
+    const char *p = s;
+
+    if (!is_digit(*p))
+        return -1;
+    for (; is_digit(*p); p++) {
+        unsigned d = (unsigned)(*p - '0');
+        if (n > (UINT64_MAX - d) / 10)
+            return -1;
+        n = n * 10 + d;
+    }
+    *out = n;
+    *end = p;
+    return 0;
+}
+
+/* parse_uint - the whole of s is a decimal number. */
+static int parse_uint(const char *s, uint64_t *out)
+{
+    const char *end;
+    uint64_t n;
+
+    if (parse_digits(s, &n, &end) || *end)
+        return -1;
+    *out = n;
+    return 0;
+}
+
+/* parse_port - 1..65535, digits only. */
+static int parse_port(const char *s, unsigned *port)
+{
+    uint64_t n;
+
+    if (strlen(s) > 5 || parse_uint(s, &n) || n < 1 || n > 65535)
+        return -1;
+    *port = (unsigned)n;
+    return 0;
+}
+
+int config_parse_duration_ms(const char *s, uint64_t *ms)
+{
+    static const struct { const char *suffix; uint64_t ms; } units[] = {
+        { "", MS_PER_S }, { "s", MS_PER_S }, { "ms", 1 }, { "m", MS_PER_M },
+        { "h", MS_PER_H }, { "d", MS_PER_D },
+    };
+    const char *end;
+    uint64_t n;
+
+    if (parse_digits(s, &n, &end))
+        return -1;
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (strcmp(end, units[i].suffix) == 0) {
+            if (n > UINT64_MAX / units[i].ms)
+                return -1;
+            *ms = n * units[i].ms;
+            return 0;
+        }
+    }
+    return -1;
+}
+
+int config_parse_size(const char *s, uint64_t *bytes)
+{
+    const char *end;
+    uint64_t n, unit = 1;
+
+    if (parse_digits(s, &n, &end))
+        return -1;
+    switch (*end) {
+    case 'k': case 'K': unit = KIB; end++; break;
+    case 'm': case 'M': unit = MIB; end++; break;
+    case 'g': case 'G': unit = GIB; end++; break;
+    default: break;
+    }
+    if (*end == 'b' || *end == 'B')     /* "35MB", "1024B" */
+        end++;
+    if (*end || n > UINT64_MAX / unit)
+        return -1;
+    *bytes = n * unit;
+    return 0;
+}
+
+/* parse_bool - yes/no/true/false/on/off/1/0, any case. */
+static int parse_bool(const char *s, bool *out)
+{
+    static const char *const yes[] = { "yes", "true", "on", "1" };
+    static const char *const no[] = { "no", "false", "off", "0" };
+
+    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
+        if (strcasecmp(s, yes[i]) == 0) { *out = true; return 0; }
+        if (strcasecmp(s, no[i]) == 0) { *out = false; return 0; }
+    }
+    return -1;
+}
+
+/* hostname_plausible - LDH labels of 1..63 bytes, no leading or trailing '-', at most 253
+ * bytes, no empty label (so no trailing dot), and a last label that is not all digits (that
+ * would be an IPv4 address). A single label ("localhost", a container's name) is accepted. */
+static bool hostname_plausible(const char *s)
+{
+    size_t len = strlen(s), label = 0;
+    bool all_digits = true;
+    char prev = '.';
+
+    if (len == 0 || len > DOMAIN_BYTES_MAX)
+        return false;
+    for (const char *p = s; *p; prev = *p++) {
+        if (*p == '.') {
+            if (label == 0 || prev == '-')
+                return false;
+            label = 0;
+            all_digits = true;
+        } else if (is_alpha(*p) || is_digit(*p) || *p == '-') {
+            if (label == 0 && *p == '-')
+                return false;
+            if (++label > LABEL_BYTES_MAX)
+                return false;
+            if (!is_digit(*p))
+                all_digits = false;
+        } else {
+            return false;
+        }
+    }
+    return label > 0 && prev != '-' && !all_digits;
+}
+
+int config_parse_addr(const char *s, int port_default, struct config_addr *out)
+{
+    char host[INET6_ADDRSTRLEN + 1];
+    const char *start = s, *port_s = NULL, *colon;
+    size_t host_len;
+    unsigned port;
+    struct config_addr a;
+
+    if (*s == '[') {
+        const char *close = strchr(s, ']');
+        if (!close)
+            return -1;
+        start = s + 1;
+        host_len = (size_t)(close - start);
+        if (close[1] == ':')
+            port_s = close + 2;
+        else if (close[1] != '\0')
+            return -1;
+    } else if ((colon = strchr(s, ':')) && strchr(colon + 1, ':')) {
+        /* a bare IPv6 address: its port can only be the default */
+        if (port_default < 0)
+            return -1;
+        host_len = strlen(s);
+    } else if (colon) {
+        host_len = (size_t)(colon - s);
+        port_s = colon + 1;
+    } else {
+        host_len = strlen(s);
+    }
+    if (host_len == 0 || host_len >= sizeof(host))
+        return -1;
+    memcpy(host, start, host_len);
+    host[host_len] = '\0';
+
+    if (port_s) {
+        if (parse_port(port_s, &port))
+            return -1;
+    } else {
+        if (port_default < 0 || port_default > 65535)
+            return -1;
+        port = (unsigned)port_default;
+    }
+
+    memset(&a, 0, sizeof(a));
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+    memset(&in4, 0, sizeof(in4));
+    memset(&in6, 0, sizeof(in6));
+    if (inet_pton(AF_INET, host, &in4.sin_addr) == 1) {
+        in4.sin_family = AF_INET;
+        in4.sin_port = htons((uint16_t)port);
+        memcpy(&a.sa, &in4, sizeof(in4));
+        a.len = sizeof(in4);
+    } else if (inet_pton(AF_INET6, host, &in6.sin6_addr) == 1) {
+        in6.sin6_family = AF_INET6;
+        in6.sin6_port = htons((uint16_t)port);
+        memcpy(&a.sa, &in6, sizeof(in6));
+        a.len = sizeof(in6);
+    } else {
+        return -1;                      /* host names are refused: no DNS at start-up */
+    }
+    *out = a;
+    return 0;
+}
+
+/* is_v4_mapped - ::ffff:a.b.c.d (RFC 4291 2.5.5.2). */
+static bool is_v4_mapped(const uint8_t *a16)
+{
+    static const uint8_t prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
+    return memcmp(a16, prefix, sizeof(prefix)) == 0;
+}
+
+/* clear_host_bits - zero every bit of addr past prefix. */
+static void clear_host_bits(uint8_t *addr, unsigned bytes, unsigned prefix)
+{
+    for (unsigned i = 0; i < bytes; i++) {
+        unsigned keep = prefix > i * 8 ? prefix - i * 8 : 0;
+        if (keep < 8)
+            addr[i] &= (uint8_t)(0xff00 >> keep);
+    }
+}
+
+int config_parse_net(const char *s, struct config_net *out)
+{
+    char buf[INET6_ADDRSTRLEN + 1];
+    const char *slash = strchr(s, '/');
+    size_t addr_len = slash ? (size_t)(slash - s) : strlen(s);
+    struct config_net n;
+    uint64_t prefix = 0;
+    unsigned bits;
+
+    if (addr_len == 0 || addr_len >= sizeof(buf))
+        return -1;
+    memcpy(buf, s, addr_len);
+    buf[addr_len] = '\0';
+    memset(&n, 0, sizeof(n));
+    if (inet_pton(AF_INET, buf, n.addr) == 1) {
+        n.family = AF_INET;
+        bits = 32;
+    } else if (inet_pton(AF_INET6, buf, n.addr) == 1) {
+        n.family = AF_INET6;
+        bits = 128;
+    } else {
+        return -1;
+    }
+    if (slash) {
+        if (strlen(slash + 1) > 3 || parse_uint(slash + 1, &prefix) || prefix > bits)
+            return -1;
+    } else {
+        prefix = bits;
+    }
+    n.prefix = (uint8_t)prefix;
+    clear_host_bits(n.addr, bits / 8, n.prefix);
+
+    /* ::ffff:a.b.c.d/96+n is the IPv4 network a.b.c.d/n: store it so, see SECURITY */
+    if (n.family == AF_INET6 && n.prefix >= 96 && is_v4_mapped(n.addr)) {
+        memmove(n.addr, n.addr + 12, 4);
+        memset(n.addr + 4, 0, 12);
+        n.family = AF_INET;
+        n.prefix = (uint8_t)(n.prefix - 96);
+    }
+    *out = n;
+    return 0;
+}
+
+int config_parse_date(const char *s, int64_t *unix_time)
+{
+    static const int mdays[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
+    int y, m, d, days;
+    struct tm tm;
+
+    if (strlen(s) != 10 || s[4] != '-' || s[7] != '-')
+        return -1;
+    for (int i = 0; i < 10; i++)
+        if (i != 4 && i != 7 && !is_digit(s[i]))
+            return -1;
+    y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
+    m = (s[5] - '0') * 10 + (s[6] - '0');
+    d = (s[8] - '0') * 10 + (s[9] - '0');
+    if (y < 1970 || m < 1 || m > 12)
+        return -1;
+    days = mdays[m - 1];
+    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
+        days = 29;
+    if (d < 1 || d > days)
+        return -1;
+    memset(&tm, 0, sizeof(tm));
+    tm.tm_year = y - 1900;
+    tm.tm_mon = m - 1;
+    tm.tm_mday = d;
+    *unix_time = (int64_t)timegm(&tm);
+    return 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Formatting, for messages                                                                 */
+
+/* fmt_duration - ms in the largest unit that divides it: "5m", "1500ms". */
+static const char *fmt_duration(uint64_t ms, char *buf, size_t size)
+{
+    static const struct { uint64_t ms; const char *suffix; } units[] = {
+        { MS_PER_D, "d" }, { MS_PER_H, "h" }, { MS_PER_M, "m" }, { MS_PER_S, "s" },
+    };
+
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (ms != 0 && ms % units[i].ms == 0) {
+            snprintf(buf, size, "%llu%s", (unsigned long long)(ms / units[i].ms),
+                     units[i].suffix);
+            return buf;
+        }
+    }
+    snprintf(buf, size, ms ? "%llums" : "%llu", (unsigned long long)ms);
+    return buf;
+}
+
+/* fmt_size - bytes in the largest of G, M, K that divides it. */
+static const char *fmt_size(uint64_t bytes, char *buf, size_t size)
+{
+    static const struct { uint64_t unit; const char *suffix; } units[] = {
+        { GIB, "G" }, { MIB, "M" }, { KIB, "K" },
+    };
+
+    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
+        if (bytes != 0 && bytes % units[i].unit == 0) {
+            snprintf(buf, size, "%llu%s", (unsigned long long)(bytes / units[i].unit),
+                     units[i].suffix);
+            return buf;
+        }
+    }
+    snprintf(buf, size, "%llu", (unsigned long long)bytes);
+    return buf;
+}
+
+/* fmt_number - v as the key's type writes it. */
+static const char *fmt_number(const struct key_def *def, uint64_t v, char *buf, size_t size)
+{
+    if (def->type == T_MS || def->type == T_SEC)
+        return fmt_duration(v, buf, size);
+    if (def->type == T_SIZE)
+        return fmt_size(v, buf, size);
+    snprintf(buf, size, "%llu", (unsigned long long)v);
+    return buf;
+}
+
+/* fmt_addr - "1.2.3.4:25" or "[::1]:25". */
+static const char *fmt_addr(const struct config_addr *a, char *buf, size_t size)
+{
+    char host[INET6_ADDRSTRLEN];
+    struct sockaddr_in in4;
+    struct sockaddr_in6 in6;
+
+    if (a->sa.ss_family == AF_INET) {
+        memcpy(&in4, &a->sa, sizeof(in4));
+        inet_ntop(AF_INET, &in4.sin_addr, host, sizeof(host));
+        snprintf(buf, size, "%s:%u", host, ntohs(in4.sin_port));
+    } else {
+        memcpy(&in6, &a->sa, sizeof(in6));
+        inet_ntop(AF_INET6, &in6.sin6_addr, host, sizeof(host));
+        snprintf(buf, size, "[%s]:%u", host, ntohs(in6.sin6_port));
+    }
+    return buf;
+}
+
+/* enum_name_of - the primary name of an enum value. */
+static const char *enum_name_of(const struct enum_name *names, int value)
+{
+    for (; names->name; names++)
+        if (names->value == value && !names->alias)
+            return names->name;
+    return "?";
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Setters: one per type, all storing through the table's offset and size                  */
+
+static void *field_of(void *base, const struct key_def *def)
+{
+    return (char *)base + def->offset;
+}
+
+/* store_uint - v into a 4- or 8-byte unsigned field; the table's bounds keep v in range. */
+static void store_uint(void *p, size_t size, uint64_t v)
+{
+    if (size == sizeof(uint64_t)) {
+        memcpy(p, &v, sizeof(v));
+    } else {
+        assert(size == sizeof(uint32_t) && v <= UINT32_MAX);
+        uint32_t w = (uint32_t)v;
+        memcpy(p, &w, sizeof(w));
+    }
+}
+
+/* set_string - T_PATH, T_WORD, T_HOSTNAME: a bounded copy. */
+static int set_string(struct parse_state *st, const struct key_def *def, void *base,
+                      const char *value, struct config_origin o)
+{
+    size_t len = strlen(value), max = def->max ? def->max : def->size - 1;
+
+    assert(max < def->size);
+    if (len > max)
+        return problem(st, o, "%s: value too long (%zu bytes, max %zu)", def->name, len, max);
+    if (len < def->min)
+        return problem(st, o, "%s: must not be empty", def->name);
+    if (def->type == T_WORD && len > 0) {
+        for (const char *p = value; *p; p++)
+            if (!is_alpha(*p) && !is_digit(*p) && *p != '.' && *p != '_' && *p != '-')
+                return problem(st, o, "%s: '%s' is not a user name (A-Z a-z 0-9 . _ -)",
+                               def->name, value);
+        if (*value == '-')
+            return problem(st, o, "%s: '%s' is not a user name (starts with '-')",
+                           def->name, value);
+    }
+    if (def->type == T_HOSTNAME && !hostname_plausible(value))
+        return problem(st, o, "%s: '%s' is not a plausible domain name "
+                       "(labels of A-Z a-z 0-9 -, separated by dots)", def->name, value);
+    memcpy(field_of(base, def), value, len + 1);
+    return 0;
+}
+
+/* set_hostport - T_HOSTPORT: host[:port] or [address][:port], stored "host:port". */
+static int set_hostport(struct parse_state *st, const struct key_def *def, void *base,
+                        const char *value, struct config_origin o)
+{
+    char host[DOMAIN_BYTES_MAX + 3], out[DOMAIN_BYTES_MAX + 10];
+    const char *port_s = NULL, *end;
+    unsigned port = SMTP_PORT;
+    size_t host_len;
+    uint8_t bin[16];
+
+    if (*value == '\0') {
+        *(char *)field_of(base, def) = '\0';
+        return 0;
+    }
+    if (*value == '[') {
+        end = strchr(value, ']');
+        if (!end || (end[1] != '\0' && end[1] != ':'))
+            goto bad;
+        host_len = (size_t)(end - value) + 1;   /* keeps the brackets */
+        if (end[1] == ':')
+            port_s = end + 2;
+    } else {
+        end = strchr(value, ':');
+        host_len = end ? (size_t)(end - value) : strlen(value);
+        if (end)
+            port_s = end + 1;
+    }
+    if (host_len >= sizeof(host))
+        goto bad;
+    memcpy(host, value, host_len);
+    host[host_len] = '\0';
+    if (host[0] == '[') {
+        char inner[INET6_ADDRSTRLEN + 1];
+        if (host_len - 2 >= sizeof(inner) || host_len < 3)
+            goto bad;
+        memcpy(inner, host + 1, host_len - 2);
+        inner[host_len - 2] = '\0';
+        if (inet_pton(AF_INET6, inner, bin) != 1 && inet_pton(AF_INET, inner, bin) != 1)
+            goto bad;
+    } else if (inet_pton(AF_INET, host, bin) != 1 && !hostname_plausible(host)) {
+        goto bad;
+    }
+    if (port_s && parse_port(port_s, &port))
+        goto bad;
+    snprintf(out, sizeof(out), "%s:%u", host, port);
+    if (strlen(out) >= def->size)
+        return problem(st, o, "%s: value too long (max %zu bytes)", def->name, def->size - 1);
+    memcpy(field_of(base, def), out, strlen(out) + 1);
+    return 0;
+bad:
+    return problem(st, o, "%s: '%s' is not host[:port] or [address][:port]", def->name, value);
+}
+
+/* set_number - T_UINT, T_SIZE, T_MS, T_SEC: parse, check the bounds, store. */
+static int set_number(struct parse_state *st, const struct key_def *def, void *base,
+                      const char *value, struct config_origin o)
+{
+    char lo[32], hi[32];
+    uint64_t v;
+    int rc;
+
+    switch (def->type) {
+    case T_UINT:
+        rc = parse_uint(value, &v);
+        if (rc)
+            return problem(st, o, "%s: '%s' is not a whole number", def->name, value);
+        break;
+    case T_SIZE:
+        rc = config_parse_size(value, &v);
+        if (rc)
+            return problem(st, o, "%s: '%s' is not a size (a number of bytes, optionally "
+                           "with K, M or G)", def->name, value);
+        break;
+    default:
+        rc = config_parse_duration_ms(value, &v);
+        if (rc)
+            return problem(st, o, "%s: '%s' is not a duration (a number with s, m, h, d or "
+                           "ms; bare = seconds)", def->name, value);
+        break;
+    }
+    if (v < def->min || v > def->max)
+        return problem(st, o, "%s: %s is out of range (%s..%s)", def->name, value,
+                       fmt_number(def, def->min, lo, sizeof(lo)),
+                       fmt_number(def, def->max, hi, sizeof(hi)));
+    if (def->type == T_SEC) {
+        if (v % MS_PER_S)
+            return problem(st, o, "%s: %s is not a whole number of seconds", def->name, value);
+        v /= MS_PER_S;
+    }
+    store_uint(field_of(base, def), def->size, v);
+    return 0;
+}
+
+/* set_enum - T_ENUM: one of the names, any case. */
+static int set_enum(struct parse_state *st, const struct key_def *def, void *base,
+                    const char *value, struct config_origin o)
+{
+    char expected[128] = "";
+    size_t used = 0;
+
+    for (const struct enum_name *n = def->names; n->name; n++) {
+        if (strcasecmp(value, n->name) == 0) {
+            memcpy(field_of(base, def), &n->value, sizeof(int));
+            return 0;
+        }
+    }
+    for (const struct enum_name *n = def->names; n->name; n++) {
+        if (n->alias)
+            continue;
+        int w = snprintf(expected + used, sizeof(expected) - used, "%s%s",
+                         used ? " | " : "", n->name);
+        if (w < 0 || (size_t)w >= sizeof(expected) - used)
+            break;
+        used += (size_t)w;
+    }
+    return problem(st, o, "%s: '%s' is not one of %s", def->name, value, expected);
+}
+
+/* addr_expected - what an address of this key looks like, for messages. */
+static const char *addr_expected(int port)
+{
+    if (port == PORT_NONE)
+        return "an address without a port (1.2.3.4 or 2001:db8::1)";
+    if (port < 0)
+        return "ADDRESS:PORT (1.2.3.4:25 or [::1]:25, numeric, no host names)";
+    return "ADDRESS[:PORT] (1.2.3.4, 1.2.3.4:53 or [::1]:53, numeric)";
+}
+
+/* parse_addr_entry - one address of a T_ADDR or T_ADDRS key. */
+static int parse_addr_entry(const struct key_def *def, const char *s, struct config_addr *a)
+{
+    if (config_parse_addr(s, def->port == PORT_NONE ? 0 : def->port, a))
+        return -1;
+    if (def->port == PORT_NONE) {
+        struct sockaddr_in in4;
+        memcpy(&in4, &a->sa, sizeof(in4));   /* sin_port and sin6_port share the offset */
+        if (in4.sin_port != 0)
+            return -1;
+    }
+    return 0;
+}
+
+/* set_list - T_ADDRS, T_NETS: entries separated by commas and/or blanks; the whole list
+ * replaces the old one, or nothing changes. */
+static int set_list(struct parse_state *st, const struct key_def *def, void *base,
+                    const char *value, struct config_origin o)
+{
+    union {
+        struct config_addr addrs[CONFIG_ADDRS_MAX];
+        struct config_net nets[CONFIG_NETS_MAX];
+    } tmp;
+    bool addrs = def->type == T_ADDRS;
+    size_t elem = addrs ? sizeof(struct config_addr) : sizeof(struct config_net);
+    size_t cap = def->size / elem, max = def->max ? def->max : cap;
+    char token[TOKEN_BYTES_MAX];
+    const char *p = value;
+    unsigned n = 0;
+
+    assert(cap * elem <= sizeof(tmp) && max <= cap);
+    memset(&tmp, 0, sizeof(tmp));
+    for (;;) {
+        while (*p == ',' || is_blank(*p))
+            p++;
+        if (*p == '\0')
+            break;
+        size_t len = strcspn(p, ", \t");
+        if (n == max)
+            return problem(st, o, "%s: too many entries (max %zu)", def->name, max);
+        if (len >= sizeof(token))
+            return problem(st, o, "%s: '%.*s' is too long to be %s", def->name, (int)len, p,
+                           addrs ? addr_expected(def->port) : "a network");
+        memcpy(token, p, len);
+        token[len] = '\0';
+        p += len;
+        if (addrs ? parse_addr_entry(def, token, &tmp.addrs[n])
+                  : config_parse_net(token, &tmp.nets[n]))
+            return problem(st, o, "%s: '%s' is not %s", def->name, token,
+                           addrs ? addr_expected(def->port)
+                                 : "a network (1.2.3.0/24, 2001:db8::/32 or an address)");
+        n++;
+    }
+    if (n < def->min)
+        return problem(st, o, "%s: needs at least %llu %s", def->name,
+                       (unsigned long long)def->min, addrs ? "address" : "network");
+    memcpy(field_of(base, def), &tmp, cap * elem);
+    memcpy((char *)base + def->count_offset, &n, sizeof(n));
+    return 0;
+}
+
+/* set_key - parse value as def says and store it into base (cfg or a listener). Reports and
+ * returns -1 on a malformed value; the field then keeps what it had. */
+static int set_key(struct parse_state *st, const struct key_def *def, void *base,
+                   const char *value, struct config_origin o)
+{
+    switch (def->type) {
+    case T_PATH:
+    case T_WORD:
+    case T_HOSTNAME:
+        return set_string(st, def, base, value, o);
+    case T_HOSTPORT:
+        return set_hostport(st, def, base, value, o);
+    case T_UINT:
+    case T_SIZE:
+    case T_MS:
+    case T_SEC:
+        return set_number(st, def, base, value, o);
+    case T_BOOL: {
+        bool b;
+        if (parse_bool(value, &b))
+            return problem(st, o, "%s: '%s' is not yes, no, true, false, on, off, 1 or 0",
+                           def->name, value);
+        memcpy(field_of(base, def), &b, sizeof(b));
+        return 0;
+    }
+    case T_ENUM:
+        return set_enum(st, def, base, value, o);
+    case T_ADDR: {
+        struct config_addr a;
+        if (*value == '\0')
+            memset(&a, 0, sizeof(a));       /* len 0 = off */
+        else if (parse_addr_entry(def, value, &a))
+            return problem(st, o, "%s: '%s' is not %s", def->name, value,
+                           addr_expected(def->port));
+        memcpy(field_of(base, def), &a, sizeof(a));
+        return 0;
+    }
+    case T_ADDRS:
+    case T_NETS:
+        return set_list(st, def, base, value, o);
+    case T_DATE: {
+        int64_t t;
+        if (config_parse_date(value, &t))
+            return problem(st, o, "%s: '%s' is not a date YYYY-MM-DD (1970 or later)",
+                           def->name, value);
+        memcpy(field_of(base, def), &t, sizeof(t));
+        return 0;
+    }
+    }
+    assert(!"unknown key type");
+    return -1;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Sections and keys                                                                        */
+
+/* find_key - the row of table for name, or -1. */
+static int find_key(const struct key_def *table, int count, const char *section,
+                    const char *name)
+{
+    for (int i = 0; i < count; i++)
+        if (strcmp(table[i].section, section) == 0 && strcmp(table[i].name, name) == 0)
+            return i;
+    return -1;
+}
+
+/* listener_name_ok - 1..63 of A-Z a-z 0-9 _ -. */
+static bool listener_name_ok(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len == 0 || len >= CONFIG_NAME_BYTES_MAX)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (!is_alpha(*p) && !is_digit(*p) && *p != '_' && *p != '-')
+            return false;
+    return true;
+}
+
+static bool is_listener_section(const char *section)
+{
+    return strncmp(section, LISTENER_PREFIX, LISTENER_PREFIX_LEN) == 0;
+}
+
+/* listener_index - the index of the listener called name, or -1. */
+static int listener_index(const struct rr_config *cfg, const char *name)
+{
+    for (unsigned i = 0; i < cfg->listener_count; i++)
+        if (strcmp(cfg->listeners[i].name, name) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* listener_add - a new listener with the defaults of listener_keys[]; NULL when full. */
+static struct config_listener *listener_add(struct parse_state *st, const char *name,
+                                            struct config_origin o)
+{
+    struct rr_config *cfg = st->cfg;
+    struct config_listener *l;
+    int before = st->problems;
+
+    if (cfg->listener_count == CONFIG_LISTENERS_MAX)
+        return NULL;
+    l = &cfg->listeners[cfg->listener_count++];
+    memset(l, 0, sizeof(*l));
+    memcpy(l->name, name, strlen(name) + 1);    /* checked by listener_name_ok() */
+    l->origin = o;
+    for (int i = 0; i < LK_COUNT; i++)
+        if (listener_keys[i].dflt)
+            set_key(st, &listener_keys[i], l, listener_keys[i].dflt, (struct config_origin){ 0 });
+    assert(st->problems == before);             /* the defaults are valid */
+    return l;
+}
+
+/* open_section - resolve a section name, creating a [listener.NAME] on first sight.
+ * *lp is the listener or NULL for a flat section; -1 (reported) for an unknown section. */
+static int open_section(struct parse_state *st, const char *section, struct config_origin o,
+                        struct config_listener **lp)
+{
+    *lp = NULL;
+    if (is_listener_section(section)) {
+        const char *name = section + LISTENER_PREFIX_LEN;
+        if (!listener_name_ok(name))
+            return problem(st, o, "[%s]: a listener name is 1..%d of A-Z a-z 0-9 _ -",
+                           section, CONFIG_NAME_BYTES_MAX - 1);
+        int i = listener_index(st->cfg, name);
+        *lp = i >= 0 ? &st->cfg->listeners[i] : listener_add(st, name, o);
+        if (!*lp)
+            return problem(st, o, "[%s]: too many listeners (max %d)", section,
+                           CONFIG_LISTENERS_MAX);
+        return 0;
+    }
+    for (int i = 0; i < K_COUNT; i++)
+        if (strcmp(keys[i].section, section) == 0)
+            return 0;
+    return problem(st, o, "unknown section [%s]", section);
+}
+
+/* apply_key - one "key = value" of section (listener l, or a flat section when l is NULL). */
+static int apply_key(struct parse_state *st, const char *section, struct config_listener *l,
+                     const char *name, const char *value, struct config_origin o)
+{
+    const struct key_def *table = l ? listener_keys : keys;
+    struct config_origin *origins = l ? l->key_origin : st->cfg->origin;
+    void *base = l ? (void *)l : (void *)st->cfg;
+    int i = find_key(table, l ? LK_COUNT : K_COUNT, l ? "listener" : section, name);
+
+    if (i < 0)
+        return problem(st, o, "unknown key '%s' in section [%s]", name, section);
+    if (!o.override && origins[i].line && !origins[i].override)
+        return problem(st, o, "%s: set twice in [%s] (first at line %u)", name, section,
+                       (unsigned)origins[i].line);
+    origins[i] = o;
+    return set_key(st, &table[i], base, value, o);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* The file: read_line() in front of inih, on_key() behind it                               */
+
+/* comment_start - an inline comment: '#' or ';' after a blank. */
+static char *comment_start(char *s)
+{
+    for (char *p = s + 1; *p; p++)
+        if ((*p == '#' || *p == ';') && is_blank(p[-1]))
+            return p;
+    return NULL;
+}
+
+static void rtrim(char *s)
+{
+    size_t len = strlen(s);
+    while (len && is_blank(s[len - 1]))
+        s[--len] = '\0';
+}
+
+static char *skip_blanks(char *s)
+{
+    while (is_blank(*s))
+        s++;
+    return s;
+}
+
+/* header_line - a "[section]" line (brackets already removed): open it for the keys below. */
+static void header_line(struct parse_state *st, char *name, struct config_origin o)
+{
+    struct config_listener *l;
+
+    st->in_section = true;
+    st->section_bad = open_section(st, name, o, &l) != 0;
+    st->listener = l;
+    memcpy(st->section, name, strlen(name) + 1);  /* both are CONFIG_LINE_BYTES_MAX + 1 */
+}
+
+/* read_line - the ini_reader: one normalised file line per call, see DESIGN. */
+static char *read_line(char *str, int num, void *stream)
+{
+    struct parse_state *st = stream;
+    struct config_origin o;
+    size_t len = 0, n;
+    bool too_long = false;
+    char *line, *eq, *hash;
+    int c;
+
+    while ((c = getc(st->in)) != EOF && c != '\n') {
+        if (len < CONFIG_LINE_BYTES_MAX)
+            st->raw[len++] = (char)c;
+        else
+            too_long = true;
+    }
+    if (c == EOF && ferror(st->in))
+        st->read_errno = errno ? errno : EIO;
+    if (c == EOF && len == 0 && !too_long)
+        return NULL;
+    st->raw[len] = '\0';
+    o = (struct config_origin){ ++st->lineno, false };
+
+    if (too_long) {
+        problem(st, o, "line too long (max %d bytes)", CONFIG_LINE_BYTES_MAX);
+        goto blank;
+    }
+    if (len && st->raw[len - 1] == '\r')
+        st->raw[--len] = '\0';
+    for (size_t i = 0; i < len; i++) {
+        unsigned char u = (unsigned char)st->raw[i];
+        if ((u < 0x20 && u != '\t') || u == 0x7f) {
+            problem(st, o, "control character 0x%02x in line", u);
+            goto blank;
+        }
+    }
+    line = st->raw;
+    if (st->lineno == 1 && len >= 3 && memcmp(line, "\xEF\xBB\xBF", 3) == 0)
+        line += 3;                      /* a UTF-8 byte order mark */
+    line = skip_blanks(line);
+    if (*line == '#' || *line == ';')
+        goto blank;
+    if ((hash = comment_start(line)))
+        *hash = '\0';
+    rtrim(line);
+    if (*line == '\0')
+        goto blank;
+
+    n = strlen(line);
+    if (*line == '[') {
+        if (line[n - 1] != ']') {
+            problem(st, o, "expected ']' at the end of the section header");
+            goto blank;
+        }
+        line[n - 1] = '\0';
+        header_line(st, line + 1, o);
+        line[n - 1] = ']';              /* inih still sees the header; its copy is unused */
+    } else {
+        eq = strchr(line, '=');
+        if (!eq || eq == line) {
+            problem(st, o, "expected 'key = value', '[section]' or a comment");
+            goto blank;
+        }
+        if (memchr(line, ':', (size_t)(eq - line))) {
+            /* inih would take ':' as the separator; keys never hold one */
+            problem(st, o, "expected 'key = value': a key has no ':'");
+            goto blank;
+        }
+    }
+    if (n + 2 > (size_t)num) {
+        problem(st, o, "line too long for the INI parser (max %d bytes)", num - 2);
+        goto blank;
+    }
+    memcpy(str, line, n);
+    str[n] = '\n';
+    str[n + 1] = '\0';
+    return str;
+blank:
+    /* keep inih's line count equal to ours: a rejected or comment line is an empty line */
+    str[0] = '\n';
+    str[1] = '\0';
+    return str;
+}
+
+/* on_key - the inih handler: one "name = value" line. The section argument is inih's copy,
+ * truncated to 49 bytes; st->section is the full name. Always 1: problems are counted here. */
+static int on_key(void *user, const char *section, const char *name, const char *value)
+{
+    struct parse_state *st = user;
+    struct config_origin o = { st->lineno, false };
+
+    if (!st->in_section)
+        problem(st, o, "key '%s' before any [section]", name);
+    else if (!st->section_bad)
+        apply_key(st, st->section, st->listener, name, value, o);
+    return 1;
+}
+
+/* parse_file - run inih over st->in with a line buffer of CONFIG_LINE_BYTES_MAX. */
+static void parse_file(struct parse_state *st)
+{
+    /* Debian's libinih takes these at run time; upstream's are compile-time constants. */
+    bool use_stack = ini_use_stack, allow_realloc = ini_allow_realloc;
+    int max_line = ini_max_line, initial_alloc = ini_initial_alloc, rc;
+
+    ini_use_stack = false;
+    ini_allow_realloc = false;
+    ini_max_line = ini_initial_alloc = CONFIG_LINE_BYTES_MAX + 3;  /* + '\r' '\n' '\0' */
+    rc = ini_parse_stream(read_line, st, on_key, st);
+    ini_use_stack = use_stack;
+    ini_allow_realloc = allow_realloc;
+    ini_max_line = max_line;
+    ini_initial_alloc = initial_alloc;
+
+    if (rc == -2)
+        problem(st, (struct config_origin){ st->lineno, false }, "out of memory");
+    else if (rc > 0)    /* read_line() lets no line through that inih would refuse */
+        problem(st, (struct config_origin){ (uint32_t)rc, false }, "syntax error");
+    if (st->read_errno)
+        problem(st, (struct config_origin){ st->lineno, false }, "read error: %s",
+                strerror(st->read_errno));
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Overrides                                                                                */
+
+static char *trim(char *s)
+{
+    s = skip_blanks(s);
+    rtrim(s);
+    return s;
+}
+
+/* apply_override - the n-th "-o section.key=value"; the section is everything before the last
+ * dot before '=', so "listener.smtp.auth=required" is [listener.smtp] auth. */
+static void apply_override(struct parse_state *st, const char *text, unsigned n)
+{
+    struct config_origin o = { n, true };
+    char buf[CONFIG_LINE_BYTES_MAX + 1];
+    size_t len = strlen(text);
+    char *eq, *lhs, *dot, *value;
+    struct config_listener *l;
+
+    if (len > CONFIG_LINE_BYTES_MAX) {
+        problem(st, o, "override too long (max %d bytes)", CONFIG_LINE_BYTES_MAX);
+        return;
+    }
+    for (const char *p = text; *p; p++) {
+        unsigned char u = (unsigned char)*p;
+        if ((u < 0x20 && u != '\t') || u == 0x7f) {
+            problem(st, o, "control character 0x%02x in override", u);
+            return;
+        }
+    }
+    memcpy(buf, text, len + 1);
+    eq = strchr(buf, '=');
+    if (!eq) {
+        problem(st, o, "expected section.key=value, got '%s'", text);
+        return;
+    }
+    *eq = '\0';
+    value = trim(eq + 1);
+    lhs = trim(buf);
+    dot = strrchr(lhs, '.');
+    if (!dot || dot == lhs || dot[1] == '\0') {
+        problem(st, o, "expected section.key=value, got '%s'", text);
+        return;
+    }
+    *dot = '\0';
+    /* an unknown key must not leave a new, empty listener behind */
+    if (is_listener_section(lhs) && find_key(listener_keys, LK_COUNT, "listener", dot + 1) < 0) {
+        problem(st, o, "unknown key '%s' in section [%s]", dot + 1, lhs);
+        return;
+    }
+    if (open_section(st, lhs, o, &l))
+        return;
+    apply_key(st, lhs, l, dot + 1, value, o);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Defaults and cross-key checks                                                            */
+
+/* set_defaults - every key's default from the table; hostname from gethostname(). */
+static void set_defaults(struct parse_state *st)
+{
+    struct rr_config *cfg = st->cfg;
+    char host[HOST_NAME_MAX + 1];
+
+    memset(cfg, 0, sizeof(*cfg));
+    for (int i = 0; i < K_COUNT; i++)
+        if (keys[i].dflt)
+            set_key(st, &keys[i], cfg, keys[i].dflt, (struct config_origin){ 0 });
+    assert(st->problems == 0);          /* the table's defaults are valid */
+    if (gethostname(host, sizeof(host)) == 0) {
+        host[sizeof(host) - 1] = '\0';
+        if (strlen(host) < sizeof(cfg->hostname))
+            memcpy(cfg->hostname, host, strlen(host) + 1);
+    }
+}
+
+static bool addr_equal(const struct config_addr *a, const struct config_addr *b)
+{
+    return a->len == b->len && a->len && memcmp(&a->sa, &b->sa, a->len) == 0;
+}
+
+/* check_listeners - each has listen; TLS needs a certificate; AUTH needs a user database;
+ * no address is bound twice (nor by metrics_listen). */
+static void check_listeners(struct parse_state *st)
+{
+    struct rr_config *cfg = st->cfg;
+    char buf[INET6_ADDRSTRLEN + 16];
+
+    for (unsigned i = 0; i < cfg->listener_count; i++) {
+        struct config_listener *l = &cfg->listeners[i];
+
+        if (l->addr_count == 0)
+            problem(st, l->origin, "[listener.%s]: listen is required", l->name);
+        if (l->tls != TLS_NONE && (!cfg->tls_cert[0] || !cfg->tls_key[0]))
+            problem(st, l->key_origin[LK_TLS], "tls: %s on [listener.%s] needs [tls] cert "
+                    "and key", enum_name_of(tls_names, (int)l->tls), l->name);
+        if (l->auth != AUTH_NONE && !cfg->passwd_file[0] && !cfg->dovecot_socket[0])
+            problem(st, l->key_origin[LK_AUTH], "auth: %s on [listener.%s] needs [auth] "
+                    "passwd_file or dovecot_socket", enum_name_of(auth_names, (int)l->auth),
+                    l->name);
+        for (unsigned a = 0; a < l->addr_count; a++) {
+            const struct config_listener *seen = NULL;
+            for (unsigned j = 0; j <= i && !seen; j++) {
+                const struct config_listener *m = &cfg->listeners[j];
+                unsigned end = j == i ? a : m->addr_count;
+                for (unsigned b = 0; b < end && !seen; b++)
+                    if (addr_equal(&l->addrs[a], &m->addrs[b]))
+                        seen = m;
+            }
+            if (seen)
+                problem(st, l->key_origin[LK_LISTEN], "listen: %s is already used by "
+                        "[listener.%s]", fmt_addr(&l->addrs[a], buf, sizeof(buf)), seen->name);
+            if (addr_equal(&l->addrs[a], &cfg->metrics_listen))
+                problem(st, later(cfg->origin[K_METRICS_LISTEN], l->key_origin[LK_LISTEN]),
+                        "metrics_listen: %s is also a listen address of [listener.%s]",
+                        fmt_addr(&l->addrs[a], buf, sizeof(buf)), l->name);
+        }
+    }
+}
+
+/* check_cross - the rules that involve more than one key, after the overrides. */
+static void check_cross(struct parse_state *st)
+{
+    struct rr_config *cfg = st->cfg;
+    const struct config_origin *org = cfg->origin;
+    char lo[32], hi[32];
+
+    if (org[K_HOSTNAME].line == 0 && !hostname_plausible(cfg->hostname))
+        problem(st, org[K_HOSTNAME], "hostname: '%s' from gethostname() is not a plausible "
+                "domain name; set [server] hostname", cfg->hostname);
+    if (cfg->retry_min_s > cfg->retry_max_s)
+        problem(st, later(org[K_RETRY_MIN], org[K_RETRY_MAX]),
+                "retry_min (%s) is above retry_max (%s)",
+                fmt_duration(cfg->retry_min_s * MS_PER_S, lo, sizeof(lo)),
+                fmt_duration(cfg->retry_max_s * MS_PER_S, hi, sizeof(hi)));
+    if (cfg->passwd_file[0] && cfg->dovecot_socket[0])
+        problem(st, later(org[K_PASSWD_FILE], org[K_DOVECOT_SOCKET]),
+                "set [auth] passwd_file or dovecot_socket, not both");
+    check_listeners(st);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Loading                                                                                  */
+
+/* load - defaults, the file (in, or the open error open_errno), the default listener when the
+ * file has none, the overrides, the cross-key checks. */
+static int load(struct rr_config *cfg, FILE *in, const char *name, int open_errno,
+                char *const *overrides, unsigned override_count, FILE *errs)
+{
+    struct parse_state *st = calloc(1, sizeof(*st));   /* ~8K: kept off the caller's stack */
+    int problems;
+
+    if (!st) {
+        memset(cfg, 0, sizeof(*cfg));
+        if (errs)
+            fprintf(errs, "%s:0: out of memory\n", name ? name : DEFAULT_FILE);
+        return 1;
+    }
+    st->cfg = cfg;
+    st->in = in;
+    st->errs = errs;
+    set_defaults(st);
+    if (name && !(cfg->path = strdup(name)))
+        problem(st, (struct config_origin){ 0 }, "out of memory");
+    st->file = name ? name : DEFAULT_FILE;
+
+    if (open_errno)
+        problem(st, (struct config_origin){ 0 }, "cannot open: %s", strerror(open_errno));
+    else if (in)
+        parse_file(st);
+    if (cfg->listener_count == 0) {
+        struct config_listener *l = listener_add(st, DEFAULT_LISTENER, (struct config_origin){ 0 });
+        set_key(st, &listener_keys[LK_LISTEN], l, DEFAULT_LISTEN, (struct config_origin){ 0 });
+    }
+    for (unsigned i = 0; i < override_count; i++)
+        apply_override(st, overrides[i], i + 1);
+    check_cross(st);
+    problems = st->problems;
+    free(st);
+    return problems;
+}
+
+int config_load_stream(struct rr_config *cfg, FILE *in, const char *name,
+                       char *const *overrides, unsigned override_count, FILE *errs)
+{
+    return load(cfg, in, name, 0, overrides, override_count, errs);
+}
+
+int config_load(struct rr_config *cfg, const char *path, char *const *overrides,
+                unsigned override_count, FILE *errs)
+{
+    FILE *in = NULL;
+    int open_errno = 0, problems;
+
+    if (path && !(in = fopen(path, "r")))
+        open_errno = errno ? errno : EIO;
+    problems = load(cfg, in, path, open_errno, overrides, override_count, errs);
+    if (in)
+        fclose(in);
+    return problems;
+}
+
+void config_free(struct rr_config *cfg)
+{
+    free(cfg->path);
+    memset(cfg, 0, sizeof(*cfg));
+}
+
+const char *config_where(const struct rr_config *cfg, const char *section, const char *key,
+                         char *buf, size_t size)
+{
+    struct config_origin o;
+    int i;
+
+    if (is_listener_section(section)) {
+        int l = listener_index(cfg, section + LISTENER_PREFIX_LEN);
+        i = find_key(listener_keys, LK_COUNT, "listener", key);
+        if (l < 0 || i < 0)
+            return NULL;
+        o = cfg->listeners[l].key_origin[i];
+    } else {
+        i = find_key(keys, K_COUNT, section, key);
+        if (i < 0)
+            return NULL;
+        o = cfg->origin[i];
+    }
+    snprintf(buf, size, "%s:%u", o.override ? "-o" : file_name(cfg), (unsigned)o.line);
+    return buf;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* -t: the files the configuration names                                                    */
+
+/* readable - 0 when path is a regular file this process can open, else an errno. */
+static int readable(const char *path)
+{
+    struct stat sb;
+    FILE *f;
+
+    if (stat(path, &sb))
+        return errno;
+    if (S_ISDIR(sb.st_mode))
+        return EISDIR;
+    if (access(path, R_OK))
+        return errno;
+    if (!(f = fopen(path, "r")))
+        return errno;
+    fclose(f);
+    return 0;
+}
+
+/* check_spool - spool_dir is a writable directory, or does not exist yet and its parent is a
+ * writable directory that can hold it. */
+static int check_spool(const struct rr_config *cfg, FILE *errs)
+{
+    const char *dir = cfg->spool_dir, *file = file_name(cfg);
+    struct config_origin o = cfg->origin[K_SPOOL_DIR];
+    char parent[CONFIG_PATH_BYTES_MAX];
+    struct stat sb;
+    size_t len;
+
+    if (stat(dir, &sb) == 0) {
+        if (!S_ISDIR(sb.st_mode))
+            return report(errs, file, o, "spool_dir: %s is not a directory", dir);
+        if (access(dir, W_OK | X_OK))
+            return report(errs, file, o, "spool_dir: %s is not writable: %s", dir,
+                          strerror(errno));
+        return 0;
+    }
+    if (errno != ENOENT)
+        return report(errs, file, o, "spool_dir: %s: %s", dir, strerror(errno));
+
+    /* the parent: strip trailing slashes, then the last component */
+    len = strlen(dir);
+    memcpy(parent, dir, len + 1);
+    while (len > 1 && parent[len - 1] == '/')
+        parent[--len] = '\0';
+    char *slash = strrchr(parent, '/');
+    if (!slash)
+        strcpy(parent, ".");
+    else if (slash == parent)
+        parent[1] = '\0';
+    else
+        *slash = '\0';
+    if (stat(parent, &sb) || !S_ISDIR(sb.st_mode))
+        return report(errs, file, o, "spool_dir: %s does not exist and neither does its "
+                      "parent directory %s", dir, parent);
+    if (access(parent, W_OK | X_OK))
+        return report(errs, file, o, "spool_dir: %s does not exist and %s is not writable: %s",
+                      dir, parent, strerror(errno));
+    return 0;
+}
+
+int config_check_files(const struct rr_config *cfg, FILE *errs)
+{
+    static const enum key_id files[] = {
+        K_TLS_CERT, K_TLS_KEY, K_PASSWD_FILE, K_HOSTED_DOMAINS, K_SENDER_LOGINS,
+        K_NOTIFY_TEMPLATE, K_HOST_REGISTRY,
+    };
+    const char *file = file_name(cfg);
+    struct stat sb;
+    int problems = 0;
+
+    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        const struct key_def *def = &keys[files[i]];
+        const char *path = (const char *)cfg + def->offset;
+        int e;
+        if (*path && (e = readable(path)))
+            problems += report(errs, file, cfg->origin[files[i]], "%s: cannot read %s: %s",
+                               def->name, path, strerror(e));
+    }
+    if (cfg->dovecot_socket[0] && stat(cfg->dovecot_socket, &sb))
+        problems += report(errs, file, cfg->origin[K_DOVECOT_SOCKET], "dovecot_socket: %s: %s",
+                           cfg->dovecot_socket, strerror(errno));
+    problems += check_spool(cfg, errs);
+    return problems;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+/* Network matching                                                                         */
+
+/* prefix_match - the first prefix bits of a and net are equal. */
+static bool prefix_match(const uint8_t *a, const uint8_t *net, unsigned prefix)
+{
+    unsigned whole = prefix / 8, rest = prefix % 8;
+
+    if (memcmp(a, net, whole) != 0)
+        return false;
+    if (rest == 0)
+        return true;
+    uint8_t mask = (uint8_t)(0xff00 >> rest);
+    return (a[whole] & mask) == (net[whole] & mask);
+}
+
+bool config_net_match(const struct config_net *nets, unsigned count, const struct sockaddr *sa)
+{
+    uint8_t addr[16];
+    int family;
+
+    if (sa->sa_family == AF_INET) {
+        struct sockaddr_in in4;
+        memcpy(&in4, sa, sizeof(in4));
+        memcpy(addr, &in4.sin_addr, 4);
+        family = AF_INET;
+    } else if (sa->sa_family == AF_INET6) {
+        struct sockaddr_in6 in6;
+        memcpy(&in6, sa, sizeof(in6));
+        memcpy(addr, &in6.sin6_addr, 16);
+        family = AF_INET6;
+        if (is_v4_mapped(addr)) {       /* an IPv4 client of a dual-stack socket: IPv4 only */
+            memmove(addr, addr + 12, 4);
+            family = AF_INET;
+        }
+    } else {
+        return false;
+    }
+    for (unsigned i = 0; i < count; i++)
+        if (nets[i].family == family && prefix_match(addr, nets[i].addr, nets[i].prefix))
+            return true;
+    return false;
+}

@@ -1,0 +1,173 @@
+/*
+ * engine.h - worker threads, one io_uring each, and what runs on them.
+ *
+ * A worker owns a ring, a provided-buffer ring for receives, its listening sockets (one
+ * SO_REUSEPORT socket per listen address), its sessions, its spool segments and its metrics
+ * shard. Nothing is shared between workers on the per-message path; the only cross-thread
+ * traffic is the configuration pointer (read at a reload) and a wake-up eventfd.
+ *
+ * Every operation in flight carries user_data = {op:8, slot:24, gen:32}: op picks the handler,
+ * slot the object (session, spool write, segment), gen rejects completions that arrive after
+ * the object was freed and its slot reused.
+ */
+#ifndef RR_ENGINE_H
+#define RR_ENGINE_H
+
+#include <liburing.h>
+#include <pthread.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/config.h"
+#include "core/metrics.h"
+
+#define ENGINE_RING_ENTRIES     4096   /* submission queue entries per worker */
+#define ENGINE_CQ_ENTRIES       16384  /* completion queue entries per worker */
+#define ENGINE_BUF_COUNT        2048   /* provided receive buffers per worker (power of 2) */
+#define ENGINE_BUF_BYTES        8192   /* bytes of one receive buffer */
+#define ENGINE_BUF_NONE         0xffff /* "no buffer" in a buffer list */
+#define ENGINE_TICK_MS          1000   /* timer wheel resolution */
+#define ENGINE_WHEEL_SLOTS      64     /* timer wheel slots (seconds) */
+#define ENGINE_LISTEN_MAX       (CONFIG_LISTENERS_MAX * CONFIG_ADDRS_MAX)
+
+enum engine_op {
+    OP_NONE = 0,      /* completion nobody waits for (close of a socket, cancels) */
+    OP_ACCEPT,        /* slot = listening socket index */
+    OP_RECV,          /* slot = session */
+    OP_SEND,          /* slot = session */
+    OP_SHUTDOWN,      /* slot = session */
+    OP_GREET_TIMER,   /* slot = session */
+    OP_TICK,          /* the worker's 1 s timer */
+    OP_WAKE,          /* eventfd read: reload or stop */
+    OP_SPOOL_WRITE,   /* slot = spool write */
+    OP_SPOOL_FSYNC,   /* slot = segment */
+    OP_SPOOL_OPEN,    /* slot = segment */
+    OP_SPOOL_HEADER,  /* slot = segment */
+    OP_SPOOL_DIRSYNC, /* slot = segment */
+    OP_HTTP_ACCEPT,   /* metrics listener */
+    OP_HTTP_RECV,     /* slot = http client */
+    OP_HTTP_SEND,     /* slot = http client */
+    OP_COUNT
+};
+
+/* engine_ud - pack an operation's name into user_data. */
+static inline uint64_t engine_ud(enum engine_op op, uint32_t slot, uint32_t gen)
+{
+    return (uint64_t)op << 56 | (uint64_t)(slot & 0xffffff) << 32 | gen;
+}
+static inline enum engine_op ud_op(uint64_t ud) { return (enum engine_op)(ud >> 56); }
+static inline uint32_t ud_slot(uint64_t ud) { return (uint32_t)(ud >> 32) & 0xffffff; }
+static inline uint32_t ud_gen(uint64_t ud) { return (uint32_t)ud; }
+
+/* Bookkeeping of one provided receive buffer, indexed by buffer id. */
+struct engine_buf {
+    uint16_t next;                /* next buffer in the owning session's input list */
+    uint16_t off;                 /* bytes of it consumed */
+    uint16_t len;                 /* bytes received into it */
+    uint16_t refs;                /* spool writes in flight that point into it */
+    bool queued;                  /* still in a session's input list */
+};
+
+/* An intrusive timer: sessions embed one and sit in the wheel slot of their deadline. */
+struct worker;
+struct engine_timer {
+    struct engine_timer *next, *prev; /* wheel slot list; NULL when not armed */
+    uint64_t deadline_ms;         /* monotonic time it fires */
+    void (*fire)(struct worker *w, struct engine_timer *t); /* called once when it fires */
+};
+
+struct conn;
+struct spool_worker;
+struct http_server;
+
+struct worker {
+    unsigned id;                  /* 0 .. workers-1 */
+    int cpu;                      /* CPU it is pinned to, -1 if none */
+    pthread_t thread;
+    struct io_uring ring;
+    bool ring_ok;                 /* ring initialised */
+
+    struct io_uring_buf_ring *br; /* provided-buffer ring, group 0 */
+    char *buf_base;               /* ENGINE_BUF_COUNT * ENGINE_BUF_BYTES bytes */
+    struct engine_buf bufs[ENGINE_BUF_COUNT];
+    unsigned bufs_returned;       /* buffers added since the last advance */
+    unsigned bufs_out;            /* buffers held by sessions or spool writes */
+
+    int listen_fd[ENGINE_LISTEN_MAX];   /* listening sockets of this worker, -1 when closed */
+    uint8_t listen_listener[ENGINE_LISTEN_MAX]; /* index of the [listener] it belongs to */
+    unsigned listen_count;
+    bool accepting;               /* accepts armed */
+
+    struct conn **conns;          /* session table, connections_max slots */
+    uint32_t *conn_free;          /* free slot stack */
+    uint32_t conn_free_count;
+    uint32_t conn_count;          /* sessions alive, zombies included */
+    uint32_t conn_slots;          /* size of the table */
+    uint32_t conn_gen_next;       /* generation for the next session */
+    struct conn *starved;         /* sessions whose receive stopped for lack of buffers */
+
+    int wake_fd;                  /* eventfd the main thread writes to */
+    uint64_t wake_value;          /* read target of the pending OP_WAKE */
+    uint64_t cfg_gen;             /* configuration generation in use */
+    const struct rr_config *cfg;  /* configuration in use (published by main) */
+
+    struct engine_timer wheel[ENGINE_WHEEL_SLOTS]; /* list heads */
+    uint64_t now_ms;              /* monotonic clock, refreshed every loop */
+    uint64_t now_ns;
+    struct __kernel_timespec tick_ts;
+
+    struct metrics *m;            /* this worker's shard */
+    struct spool_worker *spool;   /* spool segments and writes */
+    struct http_server *http;     /* /metrics responder (worker 0 only) */
+
+    bool stopping;                /* SIGTERM seen: stop accepting, drain */
+    uint64_t stop_deadline_ms;    /* sessions still open then are closed */
+    bool done;                    /* loop finished */
+    int exit_error;               /* set-up failure, -errno */
+};
+
+/* Shared state of the process: read by workers, written by the main thread. */
+struct engine_shared {
+    struct worker *workers;       /* workers[0..count) */
+    unsigned count;
+    const struct rr_config *_Atomic cfg; /* newest configuration */
+    _Atomic uint64_t cfg_gen;     /* bumped on every publish */
+    _Atomic bool stop;            /* SIGTERM */
+    _Atomic uint64_t spool_free_bytes; /* free bytes under spool_dir, refreshed each second */
+    _Atomic uint64_t queue_messages;   /* messages in the spool */
+    int spool_dir_fd;             /* O_DIRECTORY fd of spool_dir */
+};
+
+extern struct engine_shared engine;
+
+/* engine_sqe - a submission entry, flushing the queue to the kernel when it is full. */
+struct io_uring_sqe *engine_sqe(struct worker *w);
+
+/* engine_buf_ptr - the bytes of buffer bid. */
+static inline char *engine_buf_ptr(struct worker *w, uint16_t bid)
+{
+    return w->buf_base + (size_t)bid * ENGINE_BUF_BYTES;
+}
+
+/* engine_buf_release - give buffer bid back to the kernel (batched until the loop's end). */
+void engine_buf_release(struct worker *w, uint16_t bid);
+
+/* engine_timer_set - (re)arm t to fire at deadline_ms; 0 disarms. */
+void engine_timer_set(struct worker *w, struct engine_timer *t, uint64_t deadline_ms);
+
+/* engine_start - set up and start one thread per worker; returns 0 or -errno. */
+int engine_start(struct engine_shared *e, const struct rr_config *cfg, unsigned count);
+
+/* engine_go - let the workers run (call after engine_start and the privilege drop). */
+void engine_go(struct engine_shared *e);
+
+/* engine_wake - tell every worker to look at the shared state (reload, stop). */
+void engine_wake(struct engine_shared *e);
+
+/* engine_join - wait for every worker to finish; returns the first error. */
+int engine_join(struct engine_shared *e);
+
+/* engine_now_ms - monotonic milliseconds. */
+uint64_t engine_now_ms(void);
+
+#endif

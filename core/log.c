@@ -1,0 +1,120 @@
+/*
+ * log.c - key=value event lines on stderr.
+ *
+ * log_event() formats into a stack buffer and writes the whole line with one write(2), so
+ * lines from several threads never interleave. log_q() makes any byte string safe as a
+ * value.
+ *
+ * SECURITY: every value that a peer controls must pass through log_q()/log_qn(): control
+ * bytes, spaces, quotes and '=' are escaped or quoted, and values are cut at 400 bytes.
+ */
+#include <errno.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/log.h"
+
+#define LOG_LINE_BYTES_MAX  2048  /* longer lines are cut and end in "..." */
+#define LOG_Q_SLOTS         8     /* log_q results alive at once per thread */
+#define LOG_Q_BYTES         512   /* one log_q result, quotes and escapes included */
+#define LOG_Q_INPUT_MAX     400   /* input bytes considered before "..." */
+
+bool log_verbose;
+
+static const char *const level_name[] = { "debug", "info", "warn", "error", "fatal" };
+
+/* log_event - print one timestamped line to stderr with a single write. */
+void log_event(enum log_level level, const char *fmt, ...)
+{
+    char line[LOG_LINE_BYTES_MAX];
+    struct timespec ts;
+    struct tm tm;
+    size_t n;
+    va_list ap;
+    int r;
+
+    if (level == LOG_DEBUG && !log_verbose)
+        return;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    gmtime_r(&ts.tv_sec, &tm);
+    n = strftime(line, sizeof(line), "ts=%Y-%m-%dT%H:%M:%S", &tm);
+    r = snprintf(line + n, sizeof(line) - n, ".%03ldZ level=%s ", ts.tv_nsec / 1000000,
+                 level_name[level]);
+    n += (size_t)r;
+    va_start(ap, fmt);
+    r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
+    va_end(ap);
+    if (r < 0)
+        r = 0;
+    if ((size_t)r >= sizeof(line) - n - 1) {
+        n = sizeof(line) - 5;
+        memcpy(line + n, "...", 3);
+        n += 3;
+    } else {
+        n += (size_t)r;
+    }
+    line[n++] = '\n';
+    /* stderr may be a pipe; a short write is retried, an error is dropped (nowhere to say it). */
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(STDERR_FILENO, line + off, n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+}
+
+/* plain - whether byte c may stand unquoted in a value. */
+static int plain(unsigned char c)
+{
+    return c > 0x20 && c < 0x7f && c != '"' && c != '\\' && c != '=';
+}
+
+/* log_qn - quote and escape len bytes of s for use as a value. */
+const char *log_qn(const char *s, size_t len)
+{
+    static __thread char slots[LOG_Q_SLOTS][LOG_Q_BYTES];
+    static __thread unsigned next;
+    char *out = slots[next++ % LOG_Q_SLOTS];
+    size_t o = 0, i;
+    int quote = len == 0;
+    int cut = len > LOG_Q_INPUT_MAX;
+
+    if (cut)
+        len = LOG_Q_INPUT_MAX;
+    for (i = 0; i < len && !quote; i++)
+        quote = !plain((unsigned char)s[i]);
+    if (!quote) {
+        memcpy(out, s, len);
+        out[len] = 0;
+        return out;
+    }
+    out[o++] = '"';
+    for (i = 0; i < len; i++) {
+        unsigned char c = (unsigned char)s[i];
+        if (c == '"' || c == '\\') {
+            out[o++] = '\\';
+            out[o++] = (char)c;
+        } else if (c < 0x20 || c >= 0x7f) {
+            o += (size_t)snprintf(out + o, 5, "\\x%02x", c);
+        } else {
+            out[o++] = (char)c;
+        }
+    }
+    if (cut) {
+        memcpy(out + o, "...", 3);
+        o += 3;
+    }
+    out[o++] = '"';
+    out[o] = 0;
+    return out;
+}
+
+/* log_q - quote and escape a NUL-terminated string for use as a value. */
+const char *log_q(const char *s)
+{
+    return log_qn(s ? s : "", s ? strlen(s) : 0);
+}

@@ -1,0 +1,147 @@
+/*
+ * metrics.c - per-worker counter shards, their sum, and the Prometheus text format.
+ *
+ * Functions: metrics_observe() (on the owning worker), metrics_sum() and metrics_render()
+ * (on whichever thread answers a scrape).
+ *
+ * STANDARDS: Prometheus text exposition format 0.0.4.
+ */
+#include <inttypes.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "core/metrics.h"
+
+#define METRICS_NAME(id, name) name,
+const char *const metrics_msg_reason_name[MSG_REASON_COUNT] = { METRICS_MSG_REASONS(METRICS_NAME) };
+const char *const metrics_rcpt_reason_name[RCPT_REASON_COUNT] = { METRICS_RCPT_REASONS(METRICS_NAME) };
+const char *const metrics_proto_reason_name[PROTO_REASON_COUNT] = { METRICS_PROTO_REASONS(METRICS_NAME) };
+#undef METRICS_NAME
+
+const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS] = {
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5,
+};
+
+/* metrics_observe - count ns into its bucket, the count and the sum. */
+void metrics_observe(struct metrics_hist *h, uint64_t ns)
+{
+    double s = (double)ns / 1e9;
+    unsigned i = 0;
+
+    while (i < METRICS_LATENCY_BUCKETS && s > metrics_latency_bounds[i])
+        i++;
+    metrics_add(&h->bucket[i], 1);
+    metrics_add(&h->count, 1);
+    metrics_add(&h->sum_ns, ns);
+}
+
+/* load - relaxed read of a counter another thread writes. */
+static uint64_t load(const uint64_t *c)
+{
+    return __atomic_load_n(c, __ATOMIC_RELAXED);
+}
+
+/* metrics_sum - add the shards up, field by field (the struct is all uint64_t). */
+void metrics_sum(struct metrics *out, struct metrics *const *shards, unsigned count)
+{
+    const size_t words = offsetof(struct metrics, accept_latency) / sizeof(uint64_t) +
+                         sizeof(struct metrics_hist) / sizeof(uint64_t);
+    uint64_t *o = (uint64_t *)out;
+
+    memset(out, 0, sizeof(*out));
+    for (unsigned s = 0; s < count; s++) {
+        const uint64_t *in = (const uint64_t *)shards[s];
+        for (size_t i = 0; i < words; i++)
+            o[i] += load(&in[i]);
+    }
+}
+
+struct out {
+    char *buf;                    /* destination */
+    size_t cap;                   /* its size */
+    size_t len;                   /* bytes written so far (never above cap - 1) */
+};
+
+/* put - append formatted text, cutting at the capacity. */
+__attribute__((format(printf, 2, 3)))
+static void put(struct out *o, const char *fmt, ...)
+{
+    va_list ap;
+    int r;
+
+    if (o->len + 1 >= o->cap)
+        return;
+    va_start(ap, fmt);
+    r = vsnprintf(o->buf + o->len, o->cap - o->len, fmt, ap);
+    va_end(ap);
+    if (r > 0)
+        o->len += (size_t)r < o->cap - o->len ? (size_t)r : o->cap - o->len - 1;
+}
+
+/* counter_family - HELP/TYPE lines and one sample per label value. */
+static void counter_family(struct out *o, const char *name, const char *help, const char *label,
+                           const char *const *values, const uint64_t *counts, unsigned n)
+{
+    put(o, "# HELP %s %s\n# TYPE %s counter\n", name, help, name);
+    for (unsigned i = 0; i < n; i++)
+        put(o, "%s{%s=\"%s\"} %" PRIu64 "\n", name, label, values[i], counts[i]);
+}
+
+/* single - HELP/TYPE and one unlabelled sample. */
+static void single(struct out *o, const char *name, const char *type, const char *help,
+                   uint64_t v)
+{
+    put(o, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
+}
+
+/* metrics_render - the whole exposition. */
+size_t metrics_render(char *buf, size_t cap, const struct metrics *m,
+                      const struct rr_config *cfg, uint64_t queue_messages)
+{
+    struct out o = { buf, cap, 0 };
+    const char *names[CONFIG_LISTENERS_MAX];
+    uint64_t cum = 0;
+
+    if (cap)
+        buf[0] = 0;
+    for (unsigned i = 0; i < cfg->listener_count; i++)
+        names[i] = cfg->listeners[i].name;
+    counter_family(&o, "ringrelay_connections_total", "SMTP connections accepted.", "listener",
+                   names, m->connections_total, cfg->listener_count);
+    single(&o, "ringrelay_connections_active", "gauge", "SMTP sessions open.",
+           m->connections_active);
+    single(&o, "ringrelay_messages_accepted_total", "counter",
+           "Messages acknowledged with 250 after they were on stable storage.",
+           m->messages_accepted);
+    single(&o, "ringrelay_bytes_accepted_total", "counter", "Bytes of accepted messages.",
+           m->bytes_accepted);
+    counter_family(&o, "ringrelay_messages_rejected_total", "Messages refused, by reason.",
+                   "reason", metrics_msg_reason_name, m->messages_rejected, MSG_REASON_COUNT);
+    counter_family(&o, "ringrelay_recipients_rejected_total", "Recipients refused, by reason.",
+                   "reason", metrics_rcpt_reason_name, m->recipients_rejected,
+                   RCPT_REASON_COUNT);
+    counter_family(&o, "ringrelay_protocol_errors_total", "SMTP protocol faults, by reason.",
+                   "reason", metrics_proto_reason_name, m->protocol_errors, PROTO_REASON_COUNT);
+    single(&o, "ringrelay_queue_messages", "gauge", "Messages in the spool.", queue_messages);
+    single(&o, "ringrelay_spool_fsyncs_total", "counter",
+           "fdatasync calls on spool segments (group commits).", m->spool_fsyncs);
+    single(&o, "ringrelay_spool_writes_total", "counter", "Spool write operations.",
+           m->spool_writes);
+
+    put(&o, "# HELP ringrelay_accept_latency_seconds End of DATA to the 250 reply.\n"
+            "# TYPE ringrelay_accept_latency_seconds histogram\n");
+    for (unsigned i = 0; i < METRICS_LATENCY_BUCKETS; i++) {
+        cum += m->accept_latency.bucket[i];
+        put(&o, "ringrelay_accept_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
+            metrics_latency_bounds[i], cum);
+    }
+    cum += m->accept_latency.bucket[METRICS_LATENCY_BUCKETS];
+    put(&o, "ringrelay_accept_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
+    put(&o, "ringrelay_accept_latency_seconds_sum %.9f\n",
+        (double)m->accept_latency.sum_ns / 1e9);
+    put(&o, "ringrelay_accept_latency_seconds_count %" PRIu64 "\n", m->accept_latency.count);
+    put(&o, "# HELP ringrelay_build_info Build version.\n# TYPE ringrelay_build_info gauge\n"
+            "ringrelay_build_info{version=\"%s\"} 1\n", RR_VERSION);
+    return o.len;
+}

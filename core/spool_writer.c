@@ -1,0 +1,565 @@
+/*
+ * spool_writer.c - a worker's side of the spool: segments, record writes, group commit.
+ *
+ * Functions: spool_worker_init(), spool_msg_begin(), spool_msg_write(), spool_msg_commit(),
+ * spool_msg_abort(), spool_complete() and the small helpers around them.
+ *
+ * Life of a message: begin binds it to the current segment and gives it a queue id. Each
+ * write reserves the next aligned range of the segment (a plain counter: the segment
+ * belongs to this worker alone) and goes out as one IORING_OP_WRITEV of {record header,
+ * payload iovecs, padding}. Commit waits until the message's writes are done, writes the
+ * COMMIT record, and when that is done puts the message on the segment's wait list. At most
+ * one fdatasync per segment is in flight; when it completes, everything it covered is
+ * durable and gets done(0), and the messages that queued up meanwhile go into the next one.
+ * Under load one fsync thus serves many messages (group commit).
+ *
+ * Segments are prepared ahead: when the current one is half full, the next is opened,
+ * its header written and synced, and the directory synced, all through the ring; when the
+ * current one is full and the next is ready, new messages go to the next. Old segments
+ * close once their last message is done.
+ *
+ * SECURITY: peer bytes are only ever payload; lengths come from the receive buffers and are
+ * bounded by ENGINE_BUF_BYTES per write.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "core/alloc.h"
+#include "core/crc32c.h"
+#include "core/log.h"
+#include "core/spool_writer.h"
+
+enum seg_state { SEG_FREE, SEG_OPENING, SEG_READY, SEG_RETIRED, SEG_BROKEN };
+
+struct spool_seg {
+    uint32_t slot;                /* index in spool_worker.segs */
+    uint32_t gen;                 /* bumped at each use of the slot */
+    enum seg_state state;
+    uint64_t id;                  /* file name */
+    int fd;                       /* open for writing, -1 when closed */
+    uint32_t key;                 /* record CRC seed */
+    uint64_t write_off;           /* next free byte */
+    uint32_t msgs_active;         /* messages begun and not yet done */
+    uint32_t writes_inflight;     /* writes (data or commit) not yet completed */
+    bool fsync_inflight;          /* a group fdatasync is running */
+    struct spool_msg_w *wait_head, *wait_tail; /* committed, waiting for the next fsync */
+    struct spool_msg_w *sync_list;/* covered by the fsync in flight */
+    struct spool_seg_header header; /* written at offset 0 */
+};
+
+struct spool_wop {
+    uint32_t gen;                 /* bumped at each use */
+    uint16_t bid;                 /* receive buffer held, ENGINE_BUF_NONE if none */
+    bool commit;                  /* COMMIT record (else DATA) */
+    uint32_t len;                 /* bytes the write must put down */
+    struct spool_msg_w *m;        /* message it belongs to */
+    struct spool_seg *seg;        /* segment written */
+    struct spool_rec rec;         /* record header, first iovec */
+    struct iovec iov[SPOOL_WOP_IOV_MAX + 2]; /* header, payload, padding */
+};
+
+struct spool_worker {
+    struct spool_seg segs[SPOOL_SEGS_MAX];
+    struct spool_seg *cur;        /* new messages go here */
+    struct spool_seg *next;       /* being prepared or ready, NULL if none */
+    struct spool_wop *wops;       /* SPOOL_WOPS_MAX write slots */
+    uint32_t *wop_free;           /* free slot stack */
+    uint32_t wop_free_count;
+    uint32_t ops_inflight;        /* everything submitted and not completed */
+    uint64_t id_ms;               /* logical clock of the last id handed out */
+    uint32_t id_seq;              /* ids handed out within id_ms */
+};
+
+static const char zero_pad[SPOOL_REC_ALIGN];
+
+/* wall_ms - real-time milliseconds. */
+static uint64_t wall_ms(void)
+{
+    struct timespec ts;
+
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (uint64_t)ts.tv_sec * 1000 + (uint64_t)ts.tv_nsec / 1000000;
+}
+
+/* next_id - a process-unique, restart-unique id: ms:44 | worker:6 | seq:14. When 16384 ids
+ * are used within one ms the logical clock runs ahead of the wall clock by one ms. */
+static uint64_t next_id(struct worker *w)
+{
+    struct spool_worker *s = w->spool;
+    uint64_t now = wall_ms();
+
+    if (now > s->id_ms) {
+        s->id_ms = now;
+        s->id_seq = 0;
+    } else if (s->id_seq >= (1u << 14)) {
+        s->id_ms++;
+        s->id_seq = 0;
+    }
+    return s->id_ms << 20 | (uint64_t)(w->id & 63) << 14 | s->id_seq++;
+}
+
+/* seg_header_fill - a fresh header with a random key. */
+static void seg_header_fill(struct worker *w, struct spool_seg *g)
+{
+    struct spool_seg_header *h = &g->header;
+
+    memset(h, 0, sizeof(*h));
+    memcpy(h->magic, SPOOL_SEG_MAGIC, 8);
+    h->version = SPOOL_SEG_VERSION;
+    h->worker = w->id;
+    h->seg_id = g->id;
+    h->created_ms = wall_ms();
+    if (getrandom(&h->key, sizeof(h->key), 0) != sizeof(h->key))
+        h->key = (uint32_t)(h->created_ms * 2654435761u) ^ (uint32_t)g->id;
+    h->crc = crc32c(0, h, sizeof(*h));
+    g->key = h->key;
+    g->write_off = SPOOL_SEG_HEADER_BYTES;
+}
+
+/* seg_alloc - a free segment slot, or NULL. */
+static struct spool_seg *seg_alloc(struct spool_worker *s)
+{
+    for (unsigned i = 0; i < SPOOL_SEGS_MAX; i++) {
+        struct spool_seg *g = &s->segs[i];
+        if (g->state == SEG_FREE) {
+            memset(&g->state, 0, sizeof(*g) - offsetof(struct spool_seg, state));
+            g->slot = i;
+            g->gen++;
+            g->fd = -1;
+            return g;
+        }
+    }
+    return NULL;
+}
+
+/* seg_maybe_close - close a retired or broken segment once nothing refers to it. */
+static void seg_maybe_close(struct worker *w, struct spool_seg *g)
+{
+    struct spool_worker *s = w->spool;
+
+    if ((g->state != SEG_RETIRED && g->state != SEG_BROKEN) || g == s->cur || g == s->next ||
+        g->msgs_active || g->writes_inflight || g->fsync_inflight)
+        return;
+    if (g->fd >= 0) {
+        struct io_uring_sqe *sqe = engine_sqe(w);
+        io_uring_prep_close(sqe, g->fd);
+        io_uring_sqe_set_data64(sqe, engine_ud(OP_NONE, 0, 0));
+        g->fd = -1;
+    }
+    g->state = SEG_FREE;
+}
+
+/* seg_prepare - start opening the next segment through the ring. */
+static void seg_prepare(struct worker *w)
+{
+    struct spool_worker *s = w->spool;
+    struct spool_seg *g;
+    struct io_uring_sqe *sqe;
+    char name[32];
+
+    if (s->next)
+        return;
+    g = seg_alloc(s);
+    if (!g)
+        return;  /* every slot busy with old segments: try again at the next message */
+    g->id = next_id(w);
+    g->state = SEG_OPENING;
+    s->next = g;
+    spool_seg_name(g->id, name, sizeof(name));
+    sqe = engine_sqe(w);
+    /* The name must outlive the submission only; liburing copies nothing, so submit now. */
+    io_uring_prep_openat(sqe, engine.spool_dir_fd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC,
+                         0640);
+    io_uring_sqe_set_data64(sqe, engine_ud(OP_SPOOL_OPEN, g->slot, g->gen));
+    s->ops_inflight++;
+    io_uring_submit(&w->ring);
+}
+
+/* seg_broken - a segment can no longer be trusted: nothing new goes there. */
+static void seg_broken(struct worker *w, struct spool_seg *g, const char *what, int err)
+{
+    struct spool_worker *s = w->spool;
+
+    if (g->state != SEG_BROKEN)
+        log_event(LOG_ERROR, "event=spool_error worker=%u segment=%016" PRIx64 " op=%s error=%s",
+                  w->id, g->id, what, log_q(strerror(-err)));
+    g->state = SEG_BROKEN;
+    if (s->cur == g)
+        s->cur = NULL;
+    if (s->next == g)
+        s->next = NULL;
+    seg_maybe_close(w, g);
+}
+
+/* spool_worker_init - allocate the write slots and open the first segment synchronously. */
+int spool_worker_init(struct worker *w)
+{
+    struct spool_worker *s = rr_calloc(1, sizeof(*s));
+    struct spool_seg *g;
+    char name[32];
+    int err;
+
+    w->spool = s;
+    s->wops = rr_calloc(SPOOL_WOPS_MAX, sizeof(*s->wops));
+    s->wop_free = rr_calloc(SPOOL_WOPS_MAX, sizeof(*s->wop_free));
+    for (uint32_t i = 0; i < SPOOL_WOPS_MAX; i++)
+        s->wop_free[i] = SPOOL_WOPS_MAX - 1 - i;
+    s->wop_free_count = SPOOL_WOPS_MAX;
+
+    g = seg_alloc(s);
+    g->id = next_id(w);
+    seg_header_fill(w, g);
+    spool_seg_name(g->id, name, sizeof(name));
+    g->fd = openat(engine.spool_dir_fd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0640);
+    if (g->fd < 0)
+        return -errno;
+    if (pwrite(g->fd, &g->header, sizeof(g->header), 0) != sizeof(g->header) ||
+        fsync(g->fd) < 0 || fsync(engine.spool_dir_fd) < 0) {
+        err = errno ? -errno : -EIO;
+        close(g->fd);
+        g->fd = -1;
+        unlinkat(engine.spool_dir_fd, name, 0);
+        return err;
+    }
+    g->state = SEG_READY;
+    s->cur = g;
+    return 0;
+}
+
+/* spool_worker_fini - close every segment still open. */
+void spool_worker_fini(struct worker *w)
+{
+    struct spool_worker *s = w->spool;
+
+    if (!s)
+        return;
+    for (unsigned i = 0; i < SPOOL_SEGS_MAX; i++)
+        if (s->segs[i].fd >= 0 && s->segs[i].state != SEG_FREE)
+            close(s->segs[i].fd);
+    free(s->wops);
+    free(s->wop_free);
+    free(s);
+    w->spool = NULL;
+}
+
+/* spool_worker_busy - operations still to complete. */
+bool spool_worker_busy(struct worker *w)
+{
+    return w->spool && w->spool->ops_inflight;
+}
+
+/* spool_writes_available - room for n more writes. */
+bool spool_writes_available(struct worker *w, unsigned n)
+{
+    return w->spool->wop_free_count >= n;
+}
+
+/* spool_msg_begin - bind a new message to the segment that takes new messages. */
+int spool_msg_begin(struct worker *w, struct spool_msg_w *m)
+{
+    struct spool_worker *s = w->spool;
+    uint64_t limit = w->cfg->segment_bytes_max;
+
+    if (s->cur && s->cur->write_off >= limit && s->next && s->next->state == SEG_READY) {
+        s->cur->state = SEG_RETIRED;
+        seg_maybe_close(w, s->cur);
+        s->cur = NULL;
+    }
+    if (!s->cur && s->next && s->next->state == SEG_READY) {
+        s->cur = s->next;
+        s->next = NULL;
+    }
+    if (!s->cur || s->cur->write_off >= limit / 2)
+        seg_prepare(w);
+    if (!s->cur)
+        return -EIO;
+    memset(m, 0, offsetof(struct spool_msg_w, done));
+    m->qid = next_id(w);
+    m->seg = s->cur;
+    s->cur->msgs_active++;
+    return 0;
+}
+
+/* wop_submit - reserve space, seal the record and submit its write. */
+static void wop_submit(struct worker *w, struct spool_wop *o, unsigned payload_iov)
+{
+    struct spool_seg *g = o->seg;
+    struct io_uring_sqe *sqe;
+    uint64_t payload = o->rec.len;
+    uint64_t span = spool_rec_span(payload);
+    unsigned n = 1 + payload_iov;
+    uint64_t off;
+
+    spool_rec_seal(&o->rec, g->key, &o->iov[1], payload_iov);
+    o->iov[0] = (struct iovec){ &o->rec, sizeof(o->rec) };
+    if (span > SPOOL_REC_BYTES + payload)
+        o->iov[n++] = (struct iovec){ (void *)zero_pad, span - SPOOL_REC_BYTES - payload };
+    o->len = (uint32_t)span;
+    off = g->write_off;
+    g->write_off += span;
+    g->writes_inflight++;
+    o->m->inflight++;
+    w->spool->ops_inflight++;
+    sqe = engine_sqe(w);
+    io_uring_prep_writev(sqe, g->fd, o->iov, n, off);
+    io_uring_sqe_set_data64(sqe, engine_ud(OP_SPOOL_WRITE, (uint32_t)(o - w->spool->wops), o->gen));
+    metrics_add(&w->m->spool_writes, 1);
+}
+
+/* wop_get - a free write slot (the caller checked availability). */
+static struct spool_wop *wop_get(struct worker *w, struct spool_msg_w *m, uint16_t bid)
+{
+    struct spool_worker *s = w->spool;
+    struct spool_wop *o;
+
+    if (!s->wop_free_count) {
+        /* Callers check spool_writes_available(); reaching here is a broken invariant. */
+        log_event(LOG_FATAL, "event=bug what=spool_write_slots_exhausted");
+        abort();
+    }
+    o = &s->wops[s->wop_free[--s->wop_free_count]];
+    o->gen++;
+    o->bid = bid;
+    o->m = m;
+    o->seg = m->seg;
+    o->commit = false;
+    memset(&o->rec, 0, sizeof(o->rec));
+    o->rec.qid = m->qid;
+    return o;
+}
+
+/* spool_msg_write - one DATA record from iovecs of one buffer. */
+void spool_msg_write(struct worker *w, struct spool_msg_w *m, uint16_t bid,
+                     const struct iovec *iov, unsigned n)
+{
+    struct spool_wop *o = wop_get(w, m, bid);
+    uint64_t len = 0;
+
+    for (unsigned i = 0; i < n; i++) {
+        o->iov[1 + i] = iov[i];
+        len += iov[i].iov_len;
+    }
+    o->rec.type = SPOOL_REC_DATA;
+    o->rec.len = (uint32_t)len;
+    o->rec.seq = m->chunks++;
+    m->bytes += len;
+    if (bid != ENGINE_BUF_NONE)
+        w->bufs[bid].refs++;
+    wop_submit(w, o, n);
+}
+
+/* finish - the message is over: tell its owner once. */
+static void finish(struct worker *w, struct spool_msg_w *m, int err)
+{
+    struct spool_seg *g = m->seg;
+
+    g->msgs_active--;
+    m->done(w, m, err);
+    seg_maybe_close(w, g);
+}
+
+/* commit_submit - all content is written: write the COMMIT record. */
+static void commit_submit(struct worker *w, struct spool_msg_w *m)
+{
+    struct spool_wop *o;
+
+    if (m->err || m->seg->state == SEG_BROKEN) {
+        finish(w, m, m->err ? m->err : -EIO);
+        return;
+    }
+    if (!spool_writes_available(w, 1)) {
+        /* Cannot happen while slots are sized above sessions x writes; fail safe anyway. */
+        finish(w, m, -EAGAIN);
+        return;
+    }
+    o = wop_get(w, m, ENGINE_BUF_NONE);
+    o->commit = true;
+    o->iov[1] = (struct iovec){ (void *)m->envelope, m->envelope_len };
+    o->rec.type = SPOOL_REC_COMMIT;
+    o->rec.len = m->envelope_len;
+    o->rec.seq = m->chunks;
+    wop_submit(w, o, 1);
+}
+
+/* spool_msg_commit - commit now or when the last content write completes. */
+void spool_msg_commit(struct worker *w, struct spool_msg_w *m, const char *env, uint32_t len)
+{
+    m->envelope = env;
+    m->envelope_len = len;
+    m->committing = true;
+    if (!m->inflight)
+        commit_submit(w, m);
+}
+
+/* spool_msg_abort - abandon a message that will not be committed. */
+bool spool_msg_abort(struct worker *w, struct spool_msg_w *m)
+{
+    if (m->inflight) {
+        m->aborted = true;
+        return false;
+    }
+    m->seg->msgs_active--;
+    seg_maybe_close(w, m->seg);
+    return true;
+}
+
+/* group_fsync - start the segment's next group commit if one is due and none runs. */
+static void group_fsync(struct worker *w, struct spool_seg *g)
+{
+    struct io_uring_sqe *sqe;
+
+    if (g->fsync_inflight || !g->wait_head)
+        return;
+    g->sync_list = g->wait_head;
+    g->wait_head = g->wait_tail = NULL;
+    g->fsync_inflight = true;
+    w->spool->ops_inflight++;
+    sqe = engine_sqe(w);
+    io_uring_prep_fsync(sqe, g->fd, IORING_FSYNC_DATASYNC);
+    io_uring_sqe_set_data64(sqe, engine_ud(OP_SPOOL_FSYNC, g->slot, g->gen));
+    metrics_add(&w->m->spool_fsyncs, 1);
+}
+
+/* write_done - a record write completed with res. */
+static void write_done(struct worker *w, struct spool_wop *o, int res)
+{
+    struct spool_msg_w *m = o->m;
+    struct spool_seg *g = o->seg;
+    int err = 0;
+
+    if (res < 0)
+        err = res;
+    else if ((uint32_t)res != o->len)
+        err = -ENOSPC;  /* a short write to a regular file means the device is full */
+    if (o->bid != ENGINE_BUF_NONE) {
+        struct engine_buf *b = &w->bufs[o->bid];
+        if (--b->refs == 0 && !b->queued)
+            engine_buf_release(w, o->bid);
+    }
+    w->spool->wop_free[w->spool->wop_free_count++] = (uint32_t)(o - w->spool->wops);
+    g->writes_inflight--;
+    m->inflight--;
+    if (err && err != -ENOSPC && err != -EDQUOT)
+        seg_broken(w, g, "write", err);
+    if (err && !m->err)
+        m->err = err;
+
+    if (o->commit) {
+        if (m->err) {
+            finish(w, m, m->err);
+            return;
+        }
+        m->next = NULL;
+        if (g->wait_tail)
+            g->wait_tail->next = m;
+        else
+            g->wait_head = m;
+        g->wait_tail = m;
+        group_fsync(w, g);
+        return;
+    }
+    if (m->inflight)
+        return;
+    if (m->aborted) {
+        finish(w, m, -ECANCELED);
+    } else if (m->committing) {
+        commit_submit(w, m);
+    }
+}
+
+/* fsync_done - a group commit finished: answer everything it covered. */
+static void fsync_done(struct worker *w, struct spool_seg *g, int res)
+{
+    struct spool_msg_w *m = g->sync_list, *next;
+
+    g->sync_list = NULL;
+    g->fsync_inflight = false;
+    if (res < 0)
+        seg_broken(w, g, "fdatasync", res);  /* after a failed fsync the pages are suspect */
+    for (; m; m = next) {
+        next = m->next;
+        finish(w, m, res < 0 ? res : 0);
+    }
+    if (res < 0) {
+        for (m = g->wait_head, g->wait_head = g->wait_tail = NULL; m; m = next) {
+            next = m->next;
+            finish(w, m, res);
+        }
+    } else {
+        group_fsync(w, g);
+    }
+    seg_maybe_close(w, g);
+}
+
+/* seg_opened - the next segment's file exists: write its header and sync it. */
+static void seg_opened(struct worker *w, struct spool_seg *g, int res)
+{
+    struct io_uring_sqe *sqe;
+
+    if (res < 0) {
+        seg_broken(w, g, "open", res);
+        return;
+    }
+    g->fd = res;
+    seg_header_fill(w, g);
+    sqe = engine_sqe(w);
+    io_uring_prep_write(sqe, g->fd, &g->header, sizeof(g->header), 0);
+    sqe->flags |= IOSQE_IO_LINK;
+    io_uring_sqe_set_data64(sqe, engine_ud(OP_NONE, 0, 0));
+    sqe = engine_sqe(w);
+    io_uring_prep_fsync(sqe, g->fd, 0);
+    io_uring_sqe_set_data64(sqe, engine_ud(OP_SPOOL_HEADER, g->slot, g->gen));
+    w->spool->ops_inflight++;
+}
+
+/* spool_complete - dispatch a spool completion. */
+void spool_complete(struct worker *w, enum engine_op op, uint32_t slot, uint32_t gen, int res)
+{
+    struct spool_worker *s = w->spool;
+    struct spool_seg *g;
+
+    s->ops_inflight--;
+    if (op == OP_SPOOL_WRITE) {
+        struct spool_wop *o = &s->wops[slot];
+        if (slot < SPOOL_WOPS_MAX && o->gen == gen)
+            write_done(w, o, res);
+        return;
+    }
+    if (slot >= SPOOL_SEGS_MAX || s->segs[slot].gen != gen)
+        return;
+    g = &s->segs[slot];
+    switch (op) {
+    case OP_SPOOL_FSYNC:
+        fsync_done(w, g, res);
+        break;
+    case OP_SPOOL_OPEN:
+        seg_opened(w, g, res);
+        break;
+    case OP_SPOOL_HEADER: {
+        struct io_uring_sqe *sqe;
+        if (res < 0) {
+            seg_broken(w, g, "header", res);
+            break;
+        }
+        sqe = engine_sqe(w);
+        io_uring_prep_fsync(sqe, engine.spool_dir_fd, 0);
+        io_uring_sqe_set_data64(sqe, engine_ud(OP_SPOOL_DIRSYNC, g->slot, g->gen));
+        s->ops_inflight++;
+        break;
+    }
+    case OP_SPOOL_DIRSYNC:
+        if (res < 0)
+            seg_broken(w, g, "dirsync", res);
+        else if (g->state == SEG_OPENING)
+            g->state = SEG_READY;
+        break;
+    default:
+        break;
+    }
+}

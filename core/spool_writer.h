@@ -1,0 +1,74 @@
+/*
+ * spool_writer.h - appending messages to a worker's spool segment through its ring.
+ *
+ * A session starts a message (spool_msg_begin), hands over content as it arrives
+ * (spool_msg_write: iovecs into a receive buffer, which stays held until the write is done),
+ * and commits it with its envelope (spool_msg_commit). The writer writes the COMMIT record
+ * once every DATA write is done, then waits for the next group fdatasync of the segment and
+ * calls the message's done() with 0 (durable: send 250) or -errno (send 451/452).
+ * Nothing here blocks: open, write, fsync and the directory sync are ring operations.
+ */
+#ifndef RR_SPOOL_WRITER_H
+#define RR_SPOOL_WRITER_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/uio.h>
+
+#include "core/engine.h"
+#include "core/spool.h"
+
+#define SPOOL_SEGS_MAX        8     /* segments open at once per worker */
+#define SPOOL_WOPS_MAX        2048  /* spool writes in flight per worker */
+#define SPOOL_WOP_IOV_MAX     32    /* payload iovecs in one write */
+
+struct spool_seg;
+
+/* A message being written; embedded in its owner's transaction. */
+struct spool_msg_w {
+    uint64_t qid;                 /* assigned by spool_msg_begin */
+    struct spool_seg *seg;        /* segment it goes to */
+    uint32_t chunks;              /* DATA records submitted */
+    uint64_t bytes;               /* content bytes submitted */
+    uint32_t inflight;            /* writes not yet completed */
+    int err;                      /* first failure, -errno */
+    bool committing;              /* spool_msg_commit called */
+    bool aborted;                 /* owner gave up: no commit, done() when writes drain */
+    const char *envelope;         /* commit payload, owned by the caller until done() */
+    uint32_t envelope_len;
+    struct spool_msg_w *next;     /* in a segment's commit list */
+    void (*done)(struct worker *w, struct spool_msg_w *m, int err); /* called exactly once */
+};
+
+/* spool_worker_init - open this worker's first segment (blocking: set-up time). 0 or -errno. */
+int spool_worker_init(struct worker *w);
+
+/* spool_worker_fini - close what is left (after the loop ended). */
+void spool_worker_fini(struct worker *w);
+
+/* spool_worker_busy - whether spool operations are still in flight. */
+bool spool_worker_busy(struct worker *w);
+
+/* spool_writes_available - whether n more writes can be submitted now. */
+bool spool_writes_available(struct worker *w, unsigned n);
+
+/* spool_msg_begin - start a message in the current segment; assigns m->qid. 0 or -errno. */
+int spool_msg_begin(struct worker *w, struct spool_msg_w *m);
+
+/* spool_msg_write - append iov[0..n) (pointing into buffer bid, or static memory when bid
+ * is ENGINE_BUF_NONE) as one DATA record. n <= SPOOL_WOP_IOV_MAX; the caller checked
+ * spool_writes_available(). */
+void spool_msg_write(struct worker *w, struct spool_msg_w *m, uint16_t bid,
+                     const struct iovec *iov, unsigned n);
+
+/* spool_msg_commit - write the envelope once the content is written, then group-sync. */
+void spool_msg_commit(struct worker *w, struct spool_msg_w *m, const char *env, uint32_t len);
+
+/* spool_msg_abort - give the message up. Returns true when it is finished now (the caller
+ * may free it); false when writes are in flight (done() comes later with -ECANCELED). */
+bool spool_msg_abort(struct worker *w, struct spool_msg_w *m);
+
+/* spool_complete - completion of an OP_SPOOL_* operation. */
+void spool_complete(struct worker *w, enum engine_op op, uint32_t slot, uint32_t gen, int res);
+
+#endif

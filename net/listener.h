@@ -1,0 +1,18 @@
+/*
+ * listener.h - listening sockets for the workers and the metrics endpoint.
+ */
+#ifndef RR_LISTENER_H
+#define RR_LISTENER_H
+
+#include "core/config.h"
+
+#define LISTENER_BACKLOG 4096
+
+/* listener_open - a bound, listening TCP socket for a; reuseport lets every worker have its
+ * own socket on the same address. Returns the fd or -errno. */
+int listener_open(const struct config_addr *a, bool reuseport);
+
+/* listener_format - "addr:port" / "[addr]:port" of a into buf. */
+void listener_format(const struct config_addr *a, char *buf, size_t cap);
+
+#endif

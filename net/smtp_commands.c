@@ -1,0 +1,544 @@
+/*
+ * smtp_commands.c - the SMTP command table: one row per verb with the states it is allowed
+ * in, a check that parses, validates and replies without side effects, and a proceed that
+ * does the work; then the end of message content and the spool's answer.
+ *
+ * Functions: smtp_command(), smtp_end_of_content(), smtp_protocol_error().
+ *
+ * SECURITY: lines reach here bounded (512 octets) with CRLF removed; every argument goes
+ * through net/smtp_parse.c before use. Relaying is allowed only to clients inside
+ * trusted_networks for now (the policy layer refines this). A client that pipelines where
+ * RFC 2920 forbids it, or without having been offered PIPELINING, is refused and dropped,
+ * so no command can be smuggled behind one whose outcome it did not wait for.
+ *
+ * STANDARDS: RFC 5321, RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 2034 (ENHANCEDSTATUSCODES),
+ * RFC 2920 (PIPELINING), RFC 3030 (CHUNKING), RFC 6531 (SMTPUTF8).
+ */
+#include <errno.h>
+#include <inttypes.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "core/alloc.h"
+#include "core/log.h"
+#include "net/smtp_session.h"
+
+#define S(st) (1u << (st))
+#define BDAT_DIGITS_MAX 19        /* chunk sizes below 10^19 fit in 64 bits */
+#define ANY_SESSION (S(ST_INIT) | S(ST_READY) | S(ST_MAIL))
+
+/* One command being handled: the split line and what check() parsed out of it. */
+struct cmd_ctx {
+    struct smtp_cmd cmd;          /* verb and argument (points into the input) */
+    struct smtp_addr addr;        /* MAIL / RCPT path */
+    struct smtp_mail_params params; /* MAIL parameters */
+    uint64_t chunk_bytes;         /* BDAT size */
+    bool chunk_last;              /* BDAT LAST */
+};
+
+struct cmd_def {
+    enum smtp_verb verb;
+    unsigned states;              /* S(state) bits where the verb is in sequence */
+    bool last_in_group;           /* RFC 2920: nothing may follow it in the same write */
+    bool (*check)(struct conn *c, struct cmd_ctx *x); /* replied (and returned false) if not */
+    void (*proceed)(struct conn *c, struct cmd_ctx *x);
+};
+
+/* smtp_protocol_error - count a peer fault; too many and the session ends. */
+void smtp_protocol_error(struct conn *c, enum metrics_proto_reason reason)
+{
+    metrics_add(&c->w->m->protocol_errors[reason], 1);
+    if (++c->errors >= c->w->cfg->errors_max && !c->close_after_send) {
+        conn_reply(c, "421 4.7.0 %s Error: too many errors", c->w->cfg->hostname);
+        conn_rejected(c, "421 4.7.0", "too_many_errors");
+        metrics_add(&c->w->m->protocol_errors[PROTO_TOO_MANY_ERRORS], 1);
+        conn_close_after_reply(c);
+    }
+}
+
+/* refuse - reply to a refused command; log it and count it as a protocol error. */
+static void refuse(struct conn *c, const char *reply, enum metrics_proto_reason reason)
+{
+    conn_reply(c, "%s", reply);
+    conn_rejected(c, reply, metrics_proto_reason_name[reason]);
+    smtp_protocol_error(c, reason);
+}
+
+/* refuse_message - reply to a refused transaction step, counted by message reason. */
+static void refuse_message(struct conn *c, const char *reply, enum metrics_msg_reason reason)
+{
+    conn_reply(c, "%s", reply);
+    conn_rejected(c, reply, metrics_msg_reason_name[reason]);
+    metrics_add(&c->w->m->messages_rejected[reason], 1);
+}
+
+static void spool_done(struct worker *w, struct spool_msg_w *sm, int err);
+
+/* ---- HELO / EHLO ---- */
+
+static bool check_helo(struct conn *c, struct cmd_ctx *x)
+{
+    if (!x->cmd.arg_len || x->cmd.arg_len > SMTP_DOMAIN_BYTES_MAX ||
+        memchr(x->cmd.arg, ' ', x->cmd.arg_len)) {
+        refuse(c, x->cmd.verb == SMTP_VERB_EHLO ? "501 5.5.4 Syntax: EHLO hostname"
+                                                : "501 5.5.4 Syntax: HELO hostname",
+               PROTO_SYNTAX);
+        return false;
+    }
+    return true;
+}
+
+static void proceed_helo(struct conn *c, struct cmd_ctx *x)
+{
+    const struct rr_config *cfg = c->w->cfg;
+
+    txn_end(c);  /* RFC 5321 4.1.4: HELO/EHLO reset the transaction */
+    memcpy(c->helo, x->cmd.arg, x->cmd.arg_len);
+    c->helo[x->cmd.arg_len] = 0;
+    c->esmtp = x->cmd.verb == SMTP_VERB_EHLO;
+    conn_set_state(c, ST_READY);
+    if (!c->esmtp) {
+        conn_reply(c, "250 %s", cfg->hostname);
+        return;
+    }
+    conn_reply(c, "250-%s Hello [%s]", cfg->hostname, c->peer_text);
+    conn_reply(c, "250-PIPELINING");
+    conn_reply(c, "250-SIZE %" PRIu64, cfg->message_bytes_max);
+    conn_reply(c, "250-8BITMIME");
+    conn_reply(c, "250-ENHANCEDSTATUSCODES");
+    conn_reply(c, "250-CHUNKING");
+    conn_reply(c, "250 SMTPUTF8");
+}
+
+/* ---- MAIL ---- */
+
+static bool check_mail(struct conn *c, struct cmd_ctx *x)
+{
+    const struct rr_config *cfg = c->w->cfg;
+    uint64_t free_bytes = atomic_load_explicit(&engine.spool_free_bytes, memory_order_relaxed);
+    enum smtp_parse_err e;
+
+    if (cfg->listeners[c->listener].auth == AUTH_REQUIRED) {
+        refuse_message(c, "530 5.7.0 Authentication required", MSG_AUTH_REQUIRED);
+        return false;
+    }
+    e = smtp_parse_mail(x->cmd.arg, x->cmd.arg_len, cfg->message_bytes_max, &x->addr,
+                        &x->params);
+    if (e == SMTP_PARSE_SIZE_TOO_BIG) {
+        refuse_message(c, smtp_parse_reply(e, true), MSG_SIZE);
+        return false;
+    }
+    if (e != SMTP_PARSE_OK) {
+        refuse_message(c, smtp_parse_reply(e, true), MSG_BAD_SENDER);
+        smtp_protocol_error(c, PROTO_SYNTAX);
+        return false;
+    }
+    /* Free space is sampled each second by the main thread; keep the floor plus this
+     * message (its declared SIZE, else the largest allowed) out of reach. */
+    if (free_bytes < cfg->spool_min_free_bytes +
+                         (x->params.has_size ? x->params.size : cfg->message_bytes_max)) {
+        refuse_message(c, "452 4.3.1 Insufficient system storage", MSG_SPOOL_FULL);
+        return false;
+    }
+    return true;
+}
+
+static void proceed_mail(struct conn *c, struct cmd_ctx *x)
+{
+    struct txn *t = txn_new(c);
+
+    t->from = x->addr;
+    t->params = x->params;
+    conn_set_state(c, ST_MAIL);
+    conn_reply(c, "250 2.1.0 Ok");
+}
+
+/* ---- RCPT ---- */
+
+/* refuse_rcpt - a refused recipient: reply, log, count by reason. */
+static void refuse_rcpt(struct conn *c, const char *reply, enum metrics_rcpt_reason reason)
+{
+    conn_reply(c, "%s", reply);
+    conn_rejected(c, reply, metrics_rcpt_reason_name[reason]);
+    metrics_add(&c->w->m->recipients_rejected[reason], 1);
+}
+
+static bool check_rcpt(struct conn *c, struct cmd_ctx *x)
+{
+    const struct rr_config *cfg = c->w->cfg;
+    struct txn *t = c->txn;
+    enum smtp_parse_err e;
+
+    if (t->rcpt_count >= cfg->rcpt_count_max || t->rcpt_count >= t->rcpt_cap) {
+        refuse_rcpt(c, "452 4.5.3 Too many recipients", RCPT_TOO_MANY);
+        return false;
+    }
+    e = smtp_parse_rcpt(x->cmd.arg, x->cmd.arg_len, t->params.smtputf8, &x->addr);
+    if (e != SMTP_PARSE_OK) {
+        refuse_rcpt(c, smtp_parse_reply(e, false), RCPT_BAD_ADDRESS);
+        smtp_protocol_error(c, PROTO_SYNTAX);
+        return false;
+    }
+    if (!config_net_match(cfg->trusted_networks, cfg->trusted_network_count, &c->peer.sa)) {
+        refuse_rcpt(c, "554 5.7.1 Relay access denied", RCPT_RELAY_DENIED);
+        return false;
+    }
+    return true;
+}
+
+static void proceed_rcpt(struct conn *c, struct cmd_ctx *x)
+{
+    c->txn->rcpts[c->txn->rcpt_count++] = x->addr;
+    conn_reply(c, "250 2.1.5 Ok");
+}
+
+/* ---- DATA and BDAT ---- */
+
+/* begin_content - open the message in the spool and start the scanner; false when the
+ * spool cannot take it (the caller replies). */
+static bool begin_content(struct conn *c, bool bdat)
+{
+    const struct rr_config *cfg = c->w->cfg;
+    struct txn *t = c->txn;
+
+    t->sm.done = spool_done;
+    if (spool_msg_begin(c->w, &t->sm))
+        return false;
+    t->spooling = true;
+    t->bdat = bdat;
+    smtp_data_init(&t->rd, bdat ? SMTP_DATA_BDAT : SMTP_DATA_DOT,
+                   cfg->line_endings == LINE_ENDINGS_NORMALIZE, cfg->message_bytes_max,
+                   SMTP_TEXT_LINE_BYTES_MAX);
+    return true;
+}
+
+static bool check_data(struct conn *c, struct cmd_ctx *x)
+{
+    if (x->cmd.arg_len) {
+        refuse(c, "501 5.5.4 Syntax: DATA", PROTO_SYNTAX);
+        return false;
+    }
+    if (!c->txn->rcpt_count) {
+        refuse_message(c, "554 5.5.1 Error: no valid recipients", MSG_NO_RECIPIENTS);
+        return false;
+    }
+    if (c->txn->bdat) {
+        refuse(c, "503 5.5.1 Error: DATA after BDAT", PROTO_SEQUENCE);
+        return false;
+    }
+    return true;
+}
+
+static void proceed_data(struct conn *c, struct cmd_ctx *x)
+{
+    if (!begin_content(c, false)) {
+        refuse_message(c, "451 4.3.0 Error: queue file write error", MSG_SPOOL_ERROR);
+        return;
+    }
+    conn_set_state(c, ST_DATA);
+    conn_data_deadline(c);
+    conn_reply(c, "354 End data with <CR><LF>.<CR><LF>");
+}
+
+/* parse_bdat - "n" or "n LAST". */
+static bool parse_bdat(const char *a, size_t len, uint64_t *size, bool *last)
+{
+    size_t i = 0;
+    uint64_t v = 0;
+
+    while (i < len && a[i] >= '0' && a[i] <= '9' && i < BDAT_DIGITS_MAX)
+        v = v * 10 + (uint64_t)(a[i++] - '0');
+    if (!i || (i < len && a[i] != ' '))
+        return false;
+    while (i < len && a[i] == ' ')
+        i++;
+    *last = false;
+    if (i < len) {
+        if (len - i != 4 || strncasecmp(a + i, "LAST", 4))
+            return false;
+        *last = true;
+    }
+    *size = v;
+    return true;
+}
+
+/* start_chunk - read a BDAT chunk, storing it or (discard) only counting it. */
+static void start_chunk(struct conn *c, struct cmd_ctx *x, const char *refusal)
+{
+    c->bdat_left = x->chunk_bytes;
+    c->bdat_size = x->chunk_bytes;
+    c->bdat_last = x->chunk_last;
+    c->bdat_discard = refusal != NULL;
+    c->bdat_refusal = refusal;
+    conn_set_state(c, ST_BDAT);
+    conn_data_deadline(c);
+    if (!c->bdat_left)
+        smtp_end_of_content(c);
+}
+
+static bool check_bdat(struct conn *c, struct cmd_ctx *x)
+{
+    if (!parse_bdat(x->cmd.arg, x->cmd.arg_len, &x->chunk_bytes, &x->chunk_last)) {
+        /* The chunk length is unknown: the stream cannot be followed any more. */
+        conn_reply(c, "501 5.5.4 Syntax: BDAT size [LAST]");
+        conn_rejected(c, "501 5.5.4", "syntax");
+        metrics_add(&c->w->m->protocol_errors[PROTO_SYNTAX], 1);
+        conn_close_after_reply(c);
+        return false;
+    }
+    if (c->state != ST_MAIL || !c->txn->rcpt_count) {
+        /* Read the chunk anyway (it is not commands), then refuse it. */
+        start_chunk(c, x, c->state == ST_INIT ? "503 5.5.1 Error: send HELO/EHLO first"
+                          : c->state == ST_READY ? "503 5.5.1 Error: need MAIL command"
+                                                 : "554 5.5.1 Error: no valid recipients");
+        return false;
+    }
+    return true;
+}
+
+static void proceed_bdat(struct conn *c, struct cmd_ctx *x)
+{
+    if (!c->txn->spooling && !begin_content(c, true)) {
+        metrics_add(&c->w->m->messages_rejected[MSG_SPOOL_ERROR], 1);
+        txn_end(c);
+        conn_set_state(c, ST_READY);
+        start_chunk(c, x, "451 4.3.0 Error: queue file write error");
+        return;
+    }
+    start_chunk(c, x, NULL);
+}
+
+/* ---- the rest ---- */
+
+static void proceed_rset(struct conn *c, struct cmd_ctx *x)
+{
+    txn_end(c);
+    if (c->state == ST_MAIL)
+        conn_set_state(c, ST_READY);
+    conn_reply(c, "250 2.0.0 Ok");
+}
+
+static void proceed_noop(struct conn *c, struct cmd_ctx *x)
+{
+    conn_reply(c, "250 2.0.0 Ok");
+}
+
+static void proceed_quit(struct conn *c, struct cmd_ctx *x)
+{
+    txn_end(c);
+    conn_reply(c, "221 2.0.0 Bye");
+    conn_close_after_reply(c);
+}
+
+static void proceed_vrfy(struct conn *c, struct cmd_ctx *x)
+{
+    conn_reply(c, "252 2.5.0 Cannot VRFY user, but will accept message and attempt delivery");
+}
+
+static void proceed_help(struct conn *c, struct cmd_ctx *x)
+{
+    conn_reply(c, "214 2.0.0 Commands: EHLO HELO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY HELP");
+}
+
+static bool check_not_offered(struct conn *c, struct cmd_ctx *x)
+{
+    char reply[80];
+
+    snprintf(reply, sizeof(reply), "502 5.5.1 %s not available", smtp_verb_name(x->cmd.verb));
+    refuse(c, reply, PROTO_UNKNOWN_COMMAND);
+    return false;
+}
+
+static const struct cmd_def commands[SMTP_VERB_COUNT] = {
+    [SMTP_VERB_HELO] = { SMTP_VERB_HELO, ANY_SESSION, true, check_helo, proceed_helo },
+    [SMTP_VERB_EHLO] = { SMTP_VERB_EHLO, ANY_SESSION, true, check_helo, proceed_helo },
+    [SMTP_VERB_MAIL] = { SMTP_VERB_MAIL, S(ST_READY), false, check_mail, proceed_mail },
+    [SMTP_VERB_RCPT] = { SMTP_VERB_RCPT, S(ST_MAIL), false, check_rcpt, proceed_rcpt },
+    [SMTP_VERB_DATA] = { SMTP_VERB_DATA, S(ST_MAIL), true, check_data, proceed_data },
+    [SMTP_VERB_BDAT] = { SMTP_VERB_BDAT, ANY_SESSION, false, check_bdat, proceed_bdat },
+    [SMTP_VERB_RSET] = { SMTP_VERB_RSET, ANY_SESSION, false, NULL, proceed_rset },
+    [SMTP_VERB_NOOP] = { SMTP_VERB_NOOP, ANY_SESSION, false, NULL, proceed_noop },
+    [SMTP_VERB_QUIT] = { SMTP_VERB_QUIT, ANY_SESSION, false, NULL, proceed_quit },
+    [SMTP_VERB_VRFY] = { SMTP_VERB_VRFY, ANY_SESSION, false, NULL, proceed_vrfy },
+    [SMTP_VERB_EXPN] = { SMTP_VERB_EXPN, ANY_SESSION, false, check_not_offered, NULL },
+    [SMTP_VERB_HELP] = { SMTP_VERB_HELP, ANY_SESSION, false, NULL, proceed_help },
+    [SMTP_VERB_STARTTLS] = { SMTP_VERB_STARTTLS, ANY_SESSION, true, check_not_offered, NULL },
+    [SMTP_VERB_AUTH] = { SMTP_VERB_AUTH, ANY_SESSION, true, check_not_offered, NULL },
+};
+
+/* sequence_reply - the 503 for a verb out of sequence in the current state. */
+static const char *sequence_reply(struct conn *c, enum smtp_verb verb)
+{
+    if (c->state == ST_INIT)
+        return "503 5.5.1 Error: send HELO/EHLO first";
+    if (verb == SMTP_VERB_MAIL)
+        return "503 5.5.1 Error: nested MAIL command";
+    return "503 5.5.1 Error: need MAIL command";
+}
+
+/* smtp_command - one command line: pipelining rules, sequence, check, proceed. */
+void smtp_command(struct conn *c, const char *line, size_t len, bool pending)
+{
+    struct cmd_ctx x;
+    const struct cmd_def *d;
+    enum smtp_parse_err e;
+
+    conn_idle_deadline(c);
+    e = smtp_cmd_parse(line, len, &x.cmd);
+    if (e == SMTP_PARSE_NUL) {
+        refuse(c, smtp_parse_reply(e, false), PROTO_BAD_BYTES);
+        return;
+    }
+    if (e != SMTP_PARSE_OK) {
+        refuse(c, smtp_parse_reply(e, false), PROTO_UNKNOWN_COMMAND);
+        return;
+    }
+    d = &commands[x.cmd.verb];
+    /* RFC 2920: without PIPELINING offered nothing may be sent ahead; with it, commands
+     * whose outcome changes what may follow must end their group. QUIT ends the session. */
+    if (pending && x.cmd.verb != SMTP_VERB_QUIT && (!c->esmtp || d->last_in_group)) {
+        conn_reply(c, "554 5.5.0 Error: improper use of SMTP command pipelining");
+        conn_rejected(c, "554 5.5.0", "improper_pipelining");
+        metrics_add(&c->w->m->protocol_errors[PROTO_PIPELINING], 1);
+        conn_close_after_reply(c);
+        return;
+    }
+    if (!(d->states & S(c->state))) {
+        refuse(c, sequence_reply(c, x.cmd.verb), PROTO_SEQUENCE);
+        return;
+    }
+    if (d->check && !d->check(c, &x))
+        return;
+    if (d->proceed)
+        d->proceed(c, &x);
+}
+
+/* ---- end of content ---- */
+
+/* envelope_build - the COMMIT payload: "key value" lines (see core/spool.h). */
+static void envelope_build(struct conn *c, struct txn *t)
+{
+    const struct rr_config *cfg = c->w->cfg;
+    size_t cap = 1024 + strlen(c->helo) + (t->rcpt_count + 1) * (SMTP_PATH_BYTES_MAX + 8);
+    char qid[17];
+    struct timespec now;
+    int n;
+
+    clock_gettime(CLOCK_REALTIME, &now);
+    spool_qid_format(t->sm.qid, qid);
+    t->envelope = rr_malloc(cap);
+    n = snprintf(t->envelope, cap,
+                 "qid %s\ntime %lld\nsize %" PRIu64 "\nip %s\nhelo %s\nlogin \nlistener %s\n"
+                 "proto %s\nbody %s\nsmtputf8 %d\nfrom %s\n",
+                 qid, (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000, t->sm.bytes,
+                 c->peer_text, c->helo, cfg->listeners[c->listener].name,
+                 c->esmtp ? "ESMTP" : "SMTP",
+                 t->params.body == SMTP_BODY_8BITMIME ? "8BITMIME" : "7BIT",
+                 t->params.smtputf8, t->from.text);
+    for (unsigned i = 0; i < t->rcpt_count; i++)
+        n += snprintf(t->envelope + n, cap - (size_t)n, "rcpt %s\n", t->rcpts[i].text);
+    t->envelope_len = (uint32_t)n;
+}
+
+/* after_txn - the transaction is answered: back to READY, or leave when stopping. */
+static void after_txn(struct conn *c)
+{
+    conn_set_state(c, ST_READY);
+    conn_idle_deadline(c);
+    if (c->stop_after_txn) {
+        conn_reply(c, "421 4.3.2 %s Service shutting down", c->w->cfg->hostname);
+        conn_close_after_reply(c);
+    }
+}
+
+/* spool_done - the spool's verdict on a committed message (or its abort). */
+static void spool_done(struct worker *w, struct spool_msg_w *sm, int err)
+{
+    struct txn *t = (struct txn *)sm;
+    struct conn *c = t->conn;
+    char qid[17];
+
+    spool_qid_format(sm->qid, qid);
+    if (err == 0) {
+        /* Durable: counted as accepted whether or not the client is still there. */
+        metrics_add(&w->m->messages_accepted, 1);
+        metrics_add(&w->m->bytes_accepted, sm->bytes);
+        metrics_add(&w->m->recipients_accepted, t->rcpt_count);
+        metrics_observe(&w->m->accept_latency, w->now_ns > t->end_ns ? w->now_ns - t->end_ns : 0);
+        atomic_fetch_add_explicit(&engine.queue_messages, 1, memory_order_relaxed);
+        log_event(LOG_INFO, "event=accepted id=%s from=<%s> nrcpt=%u size=%" PRIu64
+                  " login= peer=%s", qid, log_q(t->from.text) , t->rcpt_count, sm->bytes,
+                  c ? c->peer_text : "gone");
+    }
+    if (!c) {
+        txn_free(t);
+        return;
+    }
+    c->txn = NULL;
+    t->conn = NULL;
+    if (err == 0) {
+        conn_reply(c, "250 2.0.0 Ok: queued as %s", qid);
+    } else if (err != -ECANCELED) {
+        bool full = err == -ENOSPC || err == -EDQUOT;
+        refuse_message(c, full ? "452 4.3.1 Insufficient system storage"
+                               : "451 4.3.0 Error: queue file write error",
+                       full ? MSG_SPOOL_FULL : MSG_SPOOL_ERROR);
+        log_event(LOG_WARN, "event=spool_failed id=%s error=%s", qid, log_q(strerror(-err)));
+    }
+    txn_free(t);
+    after_txn(c);
+    if (!c->closing && !c->close_after_send)
+        smtp_server_resume(c);
+}
+
+/* smtp_end_of_content - the end of DATA or of a BDAT chunk. */
+void smtp_end_of_content(struct conn *c)
+{
+    struct txn *t = c->txn;
+    static const enum metrics_msg_reason data_reason[SMTP_DATA_ERR_COUNT] = {
+        [SMTP_DATA_BARE_LF] = MSG_BARE_EOL, [SMTP_DATA_BARE_CR] = MSG_BARE_EOL,
+        [SMTP_DATA_NUL] = MSG_NUL, [SMTP_DATA_LINE_TOO_LONG] = MSG_LINE_TOO_LONG,
+        [SMTP_DATA_TOO_BIG] = MSG_SIZE,
+    };
+    struct iovec iov[1];
+    unsigned n = 0;
+    enum smtp_data_err err;
+
+    if (c->state == ST_BDAT) {
+        if (c->bdat_discard || !t) {
+            conn_set_state(c, !t ? (c->helo[0] ? ST_READY : ST_INIT) : ST_MAIL);
+            conn_idle_deadline(c);
+            refuse(c, c->bdat_refusal ? c->bdat_refusal : "503 5.5.1 Error: need MAIL command",
+                   PROTO_SEQUENCE);
+            return;
+        }
+        if (!c->bdat_last) {
+            conn_set_state(c, ST_MAIL);
+            conn_idle_deadline(c);
+            if (t->rd.err == SMTP_DATA_OK) {
+                conn_reply(c, "250 2.0.0 %" PRIu64 " octets received", c->bdat_size);
+                return;
+            }
+        } else if (t->rd.err == SMTP_DATA_OK) {
+            smtp_data_finish(&t->rd, iov, 1, &n);
+            if (n && t->rd.err == SMTP_DATA_OK)
+                spool_msg_write(c->w, &t->sm, ENGINE_BUF_NONE, iov, n);
+        }
+    }
+    err = (enum smtp_data_err)t->rd.err;
+    t->end_ns = c->w->now_ns;
+    if (err != SMTP_DATA_OK) {
+        refuse_message(c, smtp_data_reply(err), data_reason[err]);
+        txn_end(c);
+        after_txn(c);
+        return;
+    }
+    envelope_build(c, t);
+    t->sm.done = spool_done;
+    conn_set_state(c, ST_COMMIT);
+    engine_timer_set(c->w, &c->timer, 0);
+    spool_msg_commit(c->w, &t->sm, t->envelope, t->envelope_len);
+}

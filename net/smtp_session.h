@@ -1,0 +1,132 @@
+/*
+ * smtp_session.h - the state of one inbound SMTP session, shared by smtp_server.c (I/O,
+ * lifecycle, input loop) and smtp_commands.c (the command table). Private to net/.
+ */
+#ifndef RR_SMTP_SESSION_H
+#define RR_SMTP_SESSION_H
+
+#include <netinet/in.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "core/engine.h"
+#include "core/spool_writer.h"
+#include "net/smtp_data.h"
+#include "net/smtp_parse.h"
+
+#define CONN_OUT_BYTES       1536  /* pending replies; a pipelined group fits */
+#define CONN_OUT_ROOM        600   /* free room needed before handling one more command */
+#define CONN_IN_BUFS_MAX     8     /* queued receive buffers before receiving pauses */
+#define CONN_RATE_WINDOW_MS  30000 /* minimum data rate is judged over this window */
+#define CONN_PEER_BYTES      48    /* printable peer address */
+
+enum smtp_state {
+    ST_GREETING,                  /* connected, greeting not sent yet */
+    ST_INIT,                      /* greeted, waiting for HELO/EHLO */
+    ST_READY,                     /* HELO/EHLO done, no transaction */
+    ST_MAIL,                      /* MAIL accepted, collecting RCPT */
+    ST_DATA,                      /* reading DATA content */
+    ST_BDAT,                      /* reading a BDAT chunk */
+    ST_COMMIT,                    /* content complete, waiting for stable storage */
+    ST_CLOSING,                   /* on the way out; input is dropped */
+    ST_COUNT
+};
+
+struct conn;
+
+/* A mail transaction: from MAIL to the reply after its content. */
+struct txn {
+    struct spool_msg_w sm;        /* spool side; its done() ends the transaction */
+    struct conn *conn;            /* owning session, NULL once the session closed */
+    struct smtp_addr from;        /* reverse-path */
+    struct smtp_mail_params params; /* MAIL parameters */
+    struct smtp_data_reader rd;   /* content scanner */
+    bool spooling;                /* spool_msg_begin done */
+    bool bdat;                    /* content comes by BDAT */
+    uint64_t end_ns;              /* end of content, for the accept latency */
+    char *envelope;               /* COMMIT payload, built at the end */
+    uint32_t envelope_len;
+    struct txn *free_next;        /* worker free list */
+    unsigned rcpt_cap;            /* entries of rcpts */
+    unsigned rcpt_count;          /* accepted recipients */
+    struct smtp_addr rcpts[];     /* forward-paths */
+};
+
+struct conn {
+    struct worker *w;             /* owning worker */
+    uint32_t slot;                /* index in w->conns */
+    uint32_t gen;                 /* generation in every user_data of this session */
+    int fd;                       /* socket */
+    enum smtp_state state;
+    uint8_t listener;             /* index into cfg->listeners */
+    uint8_t ops;                  /* ring operations in flight (recv, send, timer, ...) */
+    bool recv_active;             /* multishot receive armed */
+    bool recv_paused;             /* receive cancelled: too much input queued */
+    bool send_active;             /* a send is in flight */
+    bool closing;                 /* conn_close() ran */
+    bool close_after_send;        /* close once the output is sent */
+    bool esmtp;                   /* EHLO (not HELO) given: PIPELINING was offered */
+    bool waiting;                 /* on the worker's wait list */
+    bool stop_after_txn;          /* shutting down: 421 after the current message */
+    bool line_overflow;           /* command line beyond 512 octets: discarding */
+    bool bdat_discard;            /* current BDAT chunk is read and dropped */
+    bool bdat_last;               /* current BDAT chunk is the LAST */
+    bool greet_timer;             /* greeting delay timeout in flight */
+    const char *bdat_refusal;     /* reply after a discarded BDAT chunk */
+    uint16_t in_head, in_tail;    /* queued receive buffers (engine_buf.next list) */
+    uint16_t in_count;
+    uint16_t line_len;            /* bytes in line[] of a command split across buffers */
+    uint16_t out_len;             /* bytes in out[] */
+    uint16_t send_len;            /* bytes of out[] in the send in flight */
+    uint16_t errors;              /* protocol errors so far */
+    uint64_t bdat_left;           /* bytes of the current chunk still to read */
+    uint64_t bdat_size;           /* size the current chunk announced */
+    uint64_t data_start_ms;       /* DATA/BDAT phase began */
+    uint64_t window_bytes;        /* content bytes in the current rate window */
+    struct engine_timer timer;    /* idle / rate / data deadlines */
+    struct conn *wait_next;       /* worker wait list (buffers, write slots) */
+    struct txn *txn;              /* current transaction or NULL */
+    struct __kernel_timespec greet_ts; /* greeting delay */
+    union {
+        struct sockaddr sa;
+        struct sockaddr_in in;
+        struct sockaddr_in6 in6;
+    } peer;                       /* client address */
+    char peer_text[CONN_PEER_BYTES]; /* printable client address */
+    char helo[SMTP_DOMAIN_BYTES_MAX + 1]; /* HELO/EHLO argument */
+    char line[SMTP_COMMAND_LINE_BYTES_MAX + 1]; /* command split across buffers */
+    char out[CONN_OUT_BYTES];     /* replies waiting to be sent */
+};
+
+/* session services, smtp_server.c */
+void conn_reply(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+void conn_flush(struct conn *c);
+void conn_close(struct conn *c);
+void conn_close_after_reply(struct conn *c);
+void conn_set_state(struct conn *c, enum smtp_state to);
+void conn_idle_deadline(struct conn *c);
+void conn_data_deadline(struct conn *c);
+struct txn *txn_new(struct conn *c);
+void txn_end(struct conn *c);
+void txn_free(struct txn *t);
+void conn_rejected(struct conn *c, const char *reply, const char *reason);
+void smtp_server_resume(struct conn *c);
+
+/* the command table, smtp_commands.c */
+
+/* smtp_command - handle one complete command line (CRLF removed); pending says whether more
+ * input already followed it. */
+void smtp_command(struct conn *c, const char *line, size_t len, bool pending);
+
+/* smtp_end_of_content - DATA terminator or BDAT LAST read: commit or refuse. */
+void smtp_end_of_content(struct conn *c);
+
+/* smtp_protocol_error - count a peer fault; past max_errors, 421 and close. */
+void smtp_protocol_error(struct conn *c, enum metrics_proto_reason reason);
+
+/* smtp_greeting - the 220 banner. */
+void smtp_greeting(struct conn *c);
+
+extern const char *const smtp_state_name[ST_COUNT];
+
+#endif

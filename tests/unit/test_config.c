@@ -1,0 +1,1112 @@
+/*
+ * test_config.c - unit tests of core/config.c: the value parsers (table-driven, good and bad),
+ * whole files written to a temporary directory (defaults, every key, every kind of error with
+ * its exact "FILE:LINE: " prefix), -o overrides, network matching and the -t file checks.
+ */
+#include <arpa/inet.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <sys/un.h>
+#include <unistd.h>
+
+#include "core/config.h"
+#include "tests/unit/check.h"
+
+static char tmpdir[] = "/tmp/test_config.XXXXXX";
+static char conf_path[256];     /* the file load_text() writes */
+
+/* path_in - tmpdir/name, in one of a few rotating static buffers. */
+static const char *path_in(const char *name)
+{
+    static char bufs[8][512];
+    static unsigned next;
+    char *b = bufs[next++ % 8];
+    snprintf(b, sizeof(bufs[0]), "%s/%s", tmpdir, name);
+    return b;
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    if (!f) {
+        perror(path);
+        exit(2);
+    }
+    fputs(text, f);
+    fclose(f);
+}
+
+/* load_text - write text as the config file, load it with overrides; *errs gets the report
+ * (free it). Returns the problem count. */
+static int load_text(struct rr_config *cfg, const char *text, char *const *ov, unsigned n,
+                     char **errs)
+{
+    size_t size;
+    FILE *e = open_memstream(errs, &size);
+    int problems;
+
+    write_file(conf_path, text);
+    problems = config_load(cfg, conf_path, ov, n, e);
+    fclose(e);
+    return problems;
+}
+
+/* has_line - errs holds exactly this line. */
+static bool has_line(const char *errs, const char *line)
+{
+    size_t len = strlen(line);
+    for (const char *p = errs; p && *p; ) {
+        const char *nl = strchr(p, '\n');
+        size_t l = nl ? (size_t)(nl - p) : strlen(p);
+        if (l == len && memcmp(p, line, len) == 0)
+            return true;
+        p = nl ? nl + 1 : NULL;
+    }
+    return false;
+}
+
+/* fline - "conf_path:LINE: msg" */
+static const char *fline(unsigned line, const char *msg)
+{
+    static char buf[8192];
+    snprintf(buf, sizeof(buf), "%s:%u: %s", conf_path, line, msg);
+    return buf;
+}
+
+static unsigned addr_port(const struct config_addr *a)
+{
+    const struct sockaddr_in *in4 = (const struct sockaddr_in *)&a->sa;
+    return ntohs(in4->sin_port);
+}
+
+/* addr_is - a is family fam, address text, port. */
+static bool addr_is(const struct config_addr *a, int fam, const char *text, unsigned port)
+{
+    char buf[INET6_ADDRSTRLEN];
+    if (a->sa.ss_family != fam)
+        return false;
+    if (fam == AF_INET) {
+        const struct sockaddr_in *in4 = (const struct sockaddr_in *)&a->sa;
+        inet_ntop(AF_INET, &in4->sin_addr, buf, sizeof(buf));
+        if (a->len != sizeof(*in4))
+            return false;
+    } else {
+        const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&a->sa;
+        inet_ntop(AF_INET6, &in6->sin6_addr, buf, sizeof(buf));
+        if (a->len != sizeof(*in6))
+            return false;
+    }
+    return strcmp(buf, text) == 0 && addr_port(a) == port;
+}
+
+static bool net_is(const struct config_net *n, int fam, const char *text, unsigned prefix)
+{
+    char buf[INET6_ADDRSTRLEN];
+    if (n->family != fam || n->prefix != prefix)
+        return false;
+    inet_ntop(fam, n->addr, buf, sizeof(buf));
+    return strcmp(buf, text) == 0;
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static void test_durations(void)
+{
+    static const struct { const char *in; int ok; uint64_t ms; } cases[] = {
+        { "0", 1, 0 }, { "300", 1, 300000 }, { "300s", 1, 300000 }, { "5m", 1, 300000 },
+        { "1h", 1, 3600000 }, { "1d", 1, 86400000 }, { "250ms", 1, 250 }, { "0ms", 1, 0 },
+        { "18446744073709551615ms", 1, UINT64_MAX },
+        { "18446744073709551616ms", 0, 0 }, { "18446744073709552s", 0, 0 },
+        { "213503982335d", 0, 0 },
+        { "", 0, 0 }, { "s", 0, 0 }, { "ms", 0, 0 }, { "-1", 0, 0 }, { "+1", 0, 0 },
+        { "1.5s", 0, 0 }, { "5 m", 0, 0 }, { " 5m", 0, 0 }, { "5M", 0, 0 }, { "1w", 0, 0 },
+        { "1hs", 0, 0 }, { "1S", 0, 0 }, { "1mss", 0, 0 }, { "0x10", 0, 0 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t ms = 12345;
+        int rc = config_parse_duration_ms(cases[i].in, &ms);
+        CHECK((rc == 0) == cases[i].ok, "duration '%s' rc %d", cases[i].in, rc);
+        if (cases[i].ok)
+            CHECK(ms == cases[i].ms, "duration '%s' = %llu", cases[i].in, (unsigned long long)ms);
+        else
+            CHECK(ms == 12345, "duration '%s' wrote output on failure", cases[i].in);
+    }
+}
+
+static void test_sizes(void)
+{
+    static const struct { const char *in; int ok; uint64_t bytes; } cases[] = {
+        { "0", 1, 0 }, { "1024", 1, 1024 }, { "1K", 1, 1024 }, { "1k", 1, 1024 },
+        { "35M", 1, 35ULL << 20 }, { "2G", 1, 2ULL << 30 }, { "1KB", 1, 1024 },
+        { "64mb", 1, 64ULL << 20 }, { "10B", 1, 10 }, { "17179869183G", 1, 17179869183ULL << 30 },
+        { "17179869184G", 0, 0 }, { "18446744073709551616", 0, 0 },
+        { "", 0, 0 }, { "K", 0, 0 }, { "1T", 0, 0 }, { "1.5M", 0, 0 }, { "-1", 0, 0 },
+        { "1 K", 0, 0 }, { "1KK", 0, 0 }, { "1BB", 0, 0 }, { "1KiB", 0, 0 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        uint64_t b = 777;
+        int rc = config_parse_size(cases[i].in, &b);
+        CHECK((rc == 0) == cases[i].ok, "size '%s' rc %d", cases[i].in, rc);
+        if (cases[i].ok)
+            CHECK(b == cases[i].bytes, "size '%s' = %llu", cases[i].in, (unsigned long long)b);
+    }
+}
+
+static void test_addrs(void)
+{
+    static const struct {
+        const char *in; int port_default; int ok; int fam; const char *addr; unsigned port;
+    } cases[] = {
+        { "127.0.0.1:25", -1, 1, AF_INET, "127.0.0.1", 25 },
+        { "0.0.0.0:587", -1, 1, AF_INET, "0.0.0.0", 587 },
+        { "[::1]:587", -1, 1, AF_INET6, "::1", 587 },
+        { "[::]:65535", -1, 1, AF_INET6, "::", 65535 },
+        { "[1.2.3.4]:25", -1, 1, AF_INET, "1.2.3.4", 25 },
+        { "[2001:db8::1]:25", -1, 1, AF_INET6, "2001:db8::1", 25 },
+        { "1.1.1.1", 53, 1, AF_INET, "1.1.1.1", 53 },
+        { "1.1.1.1:5353", 53, 1, AF_INET, "1.1.1.1", 5353 },
+        { "[::1]", 53, 1, AF_INET6, "::1", 53 },
+        { "2001:db8::1", 53, 1, AF_INET6, "2001:db8::1", 53 },
+        { "::ffff:1.2.3.4", 0, 1, AF_INET6, "::ffff:1.2.3.4", 0 },
+        { "10.0.0.1", 0, 1, AF_INET, "10.0.0.1", 0 },
+        /* bad */
+        { "127.0.0.1", -1, 0, 0, NULL, 0 }, { "::1", -1, 0, 0, NULL, 0 },
+        { "[::1]", -1, 0, 0, NULL, 0 }, { "localhost:25", -1, 0, 0, NULL, 0 },
+        { "localhost", 53, 0, 0, NULL, 0 }, { "mail.example.net:25", -1, 0, 0, NULL, 0 },
+        { "1.2.3.4:0", -1, 0, 0, NULL, 0 }, { "1.2.3.4:0", 53, 0, 0, NULL, 0 },
+        { "1.2.3.4:65536", -1, 0, 0, NULL, 0 }, { "1.2.3.4:", -1, 0, 0, NULL, 0 },
+        { "1.2.3.4:+25", -1, 0, 0, NULL, 0 }, { "1.2.3.4:25a", -1, 0, 0, NULL, 0 },
+        { "1.2.3.4:000025", -1, 0, 0, NULL, 0 }, { "[::1]x", -1, 0, 0, NULL, 0 },
+        { "[::1", -1, 0, 0, NULL, 0 }, { "[::1]:", -1, 0, 0, NULL, 0 },
+        { "1.2.3:25", -1, 0, 0, NULL, 0 }, { "127.1:25", -1, 0, 0, NULL, 0 },
+        { "", -1, 0, 0, NULL, 0 }, { "", 53, 0, 0, NULL, 0 }, { ":25", -1, 0, 0, NULL, 0 },
+        { "[]:25", -1, 0, 0, NULL, 0 }, { "[fe80::1%eth0]:25", -1, 0, 0, NULL, 0 },
+        { "1.2.3.4 :25", -1, 0, 0, NULL, 0 }, { "256.1.1.1:25", -1, 0, 0, NULL, 0 },
+        { "[aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa:aaaa]:25", -1, 0, 0, NULL, 0 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct config_addr a;
+        memset(&a, 0xaa, sizeof(a));
+        int rc = config_parse_addr(cases[i].in, cases[i].port_default, &a);
+        CHECK((rc == 0) == cases[i].ok, "addr '%s' (default %d) rc %d", cases[i].in,
+              cases[i].port_default, rc);
+        if (cases[i].ok && rc == 0)
+            CHECK(addr_is(&a, cases[i].fam, cases[i].addr, cases[i].port), "addr '%s'",
+                  cases[i].in);
+    }
+}
+
+static void test_nets(void)
+{
+    static const struct { const char *in; int ok; int fam; const char *addr; unsigned prefix; }
+    cases[] = {
+        { "127.0.0.0/8", 1, AF_INET, "127.0.0.0", 8 },
+        { "10.1.2.3/8", 1, AF_INET, "10.0.0.0", 8 },          /* host bits cleared */
+        { "192.168.1.200/25", 1, AF_INET, "192.168.1.128", 25 },
+        { "1.2.3.4", 1, AF_INET, "1.2.3.4", 32 },
+        { "0.0.0.0/0", 1, AF_INET, "0.0.0.0", 0 },
+        { "::1/128", 1, AF_INET6, "::1", 128 },
+        { "::1", 1, AF_INET6, "::1", 128 },
+        { "2001:db8::ff/32", 1, AF_INET6, "2001:db8::", 32 },
+        { "2001:db8:ffff::/33", 1, AF_INET6, "2001:db8:8000::", 33 },
+        { "::/0", 1, AF_INET6, "::", 0 },
+        { "::ffff:10.1.0.0/104", 1, AF_INET, "10.0.0.0", 8 },  /* v4-mapped stored as v4 */
+        { "::ffff:1.2.3.4", 1, AF_INET, "1.2.3.4", 32 },
+        { "::ffff:0.0.0.0/96", 1, AF_INET, "0.0.0.0", 0 },
+        { "::ffff:0.0.0.0/80", 1, AF_INET6, "::", 80 },        /* wider: stays v6 */
+        { "1.2.3.4/33", 0, 0, NULL, 0 }, { "::/129", 0, 0, NULL, 0 },
+        { "1.2.3.4/", 0, 0, NULL, 0 }, { "/8", 0, 0, NULL, 0 }, { "1.2.3.4/-1", 0, 0, NULL, 0 },
+        { "1.2.3.4/8x", 0, 0, NULL, 0 }, { "1.2.3.4/0008", 0, 0, NULL, 0 },
+        { "host/8", 0, 0, NULL, 0 }, { "", 0, 0, NULL, 0 }, { "1.2.3/24", 0, 0, NULL, 0 },
+        { "1.2.3.4/8/8", 0, 0, NULL, 0 }, { "[::1]/128", 0, 0, NULL, 0 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct config_net n;
+        int rc = config_parse_net(cases[i].in, &n);
+        CHECK((rc == 0) == cases[i].ok, "net '%s' rc %d", cases[i].in, rc);
+        if (cases[i].ok && rc == 0)
+            CHECK(net_is(&n, cases[i].fam, cases[i].addr, cases[i].prefix), "net '%s'",
+                  cases[i].in);
+    }
+}
+
+static void test_dates(void)
+{
+    static const struct { const char *in; int ok; int64_t t; } cases[] = {
+        { "2014-01-01", 1, 1388534400 }, { "1970-01-01", 1, 0 }, { "2024-02-29", 1, 1709164800 },
+        { "2000-02-29", 1, 951782400 }, { "2014-12-31", 1, 1419984000 },
+        { "2023-02-29", 0, 0 }, { "2100-02-29", 0, 0 }, { "2014-13-01", 0, 0 },
+        { "2014-00-10", 0, 0 }, { "2014-01-32", 0, 0 }, { "2014-04-31", 0, 0 },
+        { "2014-01-00", 0, 0 }, { "2014-1-01", 0, 0 }, { "14-01-01", 0, 0 },
+        { "2014/01/01", 0, 0 }, { "2014-01-01x", 0, 0 }, { "1969-12-31", 0, 0 }, { "", 0, 0 },
+        { "2014-01-0a", 0, 0 }, { " 2014-01-1", 0, 0 },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        int64_t t = -7;
+        int rc = config_parse_date(cases[i].in, &t);
+        CHECK((rc == 0) == cases[i].ok, "date '%s' rc %d", cases[i].in, rc);
+        if (cases[i].ok)
+            CHECK(t == cases[i].t, "date '%s' = %lld", cases[i].in, (long long)t);
+    }
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static void test_defaults(void)
+{
+    struct rr_config cfg;
+    char host[256] = "", where[512];
+    size_t size;
+    char *errs = NULL;
+    FILE *e = open_memstream(&errs, &size);
+    int problems = config_load(&cfg, NULL, NULL, 0, e);
+    fclose(e);
+
+    gethostname(host, sizeof(host));
+    CHECK(problems == 0, "defaults: %d problems: %s", problems, errs);
+    CHECK(cfg.path == NULL, "no path");
+    CHECK(strcmp(cfg.hostname, host) == 0, "hostname '%s'", cfg.hostname);
+    CHECK(cfg.workers == 0, "workers");
+    CHECK(strcmp(cfg.spool_dir, "./spool") == 0, "spool_dir");
+    CHECK(addr_is(&cfg.metrics_listen, AF_INET, "127.0.0.1", 9425), "metrics_listen");
+    CHECK(strcmp(cfg.control_socket, "/run/ringrelay/control.sock") == 0, "control_socket");
+    CHECK(cfg.user[0] == '\0', "user");
+    CHECK(cfg.spool_min_free_bytes == 64ULL << 20, "spool_min_free");
+    CHECK(cfg.segment_bytes_max == 64ULL << 20, "segment_size");
+    CHECK(cfg.listener_count == 1, "one listener");
+    CHECK(strcmp(cfg.listeners[0].name, "default") == 0, "default listener name");
+    CHECK(cfg.listeners[0].addr_count == 1 &&
+          addr_is(&cfg.listeners[0].addrs[0], AF_INET, "127.0.0.1", 2525), "default listen");
+    CHECK(cfg.listeners[0].tls == TLS_NONE && cfg.listeners[0].auth == AUTH_NONE, "tls/auth");
+    CHECK(!cfg.tls_cert[0] && !cfg.tls_key[0], "tls");
+    CHECK(!cfg.passwd_file[0] && !cfg.dovecot_socket[0], "auth files");
+    CHECK(!cfg.auth_plaintext && cfg.auth_failures_max == 3, "auth");
+    CHECK(cfg.message_bytes_max == 35ULL << 20, "max_message_size");
+    CHECK(cfg.rcpt_count_max == 50, "max_recipients");
+    CHECK(cfg.idle_timeout_ms == 300000, "idle_timeout");
+    CHECK(cfg.data_timeout_ms == 600000, "data_timeout");
+    CHECK(cfg.min_data_rate == 1024, "min_data_rate");
+    CHECK(cfg.greeting_delay_ms == 0, "greeting_delay");
+    CHECK(cfg.line_endings == LINE_ENDINGS_REJECT, "bare_line_endings");
+    CHECK(cfg.errors_max == 10, "max_errors");
+    CHECK(cfg.connections_max == 10000, "max_connections");
+    CHECK(!cfg.hosted_domains[0] && !cfg.sender_logins[0] && !cfg.notify_template[0] &&
+          !cfg.host_registry[0], "policy files");
+    CHECK(cfg.trusted_network_count == 2 &&
+          net_is(&cfg.trusted_networks[0], AF_INET, "127.0.0.0", 8) &&
+          net_is(&cfg.trusted_networks[1], AF_INET6, "::1", 128), "trusted_networks");
+    CHECK(cfg.relay_mode == RELAY_NOTIFY, "relay_mode");
+    CHECK(cfg.relay_enforce_after == 1388534400, "relay_enforce_after");
+    CHECK(cfg.notify_interval_s == 86400, "notify_interval");
+    CHECK(cfg.user_hourly_messages == 0 && cfg.user_hourly_recipients == 0 &&
+          cfg.ip_hourly_messages == 0, "hourly");
+    CHECK(cfg.smarthost[0] == '\0', "smarthost");
+    CHECK(cfg.dns_server_count == 0 && cfg.source_address_count == 0, "relay lists");
+    CHECK(cfg.relay_tls == RELAY_TLS_MAY, "relay tls");
+    CHECK(cfg.retry_min_s == 300 && cfg.retry_max_s == 14400, "retry");
+    CHECK(cfg.queue_lifetime_s == 432000, "queue_lifetime");
+    CHECK(cfg.bpf == BPF_AUTO && cfg.bpf_connections_per_ip_max == 50 &&
+          cfg.bpf_connects_per_ip_per_s_max == 20, "bpf");
+    CHECK(config_where(&cfg, "limits", "max_recipients", where, sizeof(where)) &&
+          strcmp(where, "(default):0") == 0, "where default: %s", where);
+    CHECK(config_where(&cfg, "listener.default", "listen", where, sizeof(where)) &&
+          strcmp(where, "(default):0") == 0, "where default listener: %s", where);
+    CHECK(config_where(&cfg, "limits", "nope", where, sizeof(where)) == NULL, "where unknown");
+    CHECK(config_where(&cfg, "listener.none", "listen", where, sizeof(where)) == NULL,
+          "where unknown listener");
+    free(errs);
+    config_free(&cfg);
+    CHECK(cfg.path == NULL && cfg.listener_count == 0, "config_free clears");
+
+    /* an empty file: the same defaults, the file named as FILE */
+    CHECK(load_text(&cfg, "", NULL, 0, &errs) == 0, "empty file: %s", errs);
+    CHECK(cfg.path && strcmp(cfg.path, conf_path) == 0, "path kept");
+    CHECK(cfg.listener_count == 1 && strcmp(cfg.listeners[0].name, "default") == 0,
+          "empty file: default listener");
+    char expect[512];
+    snprintf(expect, sizeof(expect), "%s:0", conf_path);
+    CHECK(config_where(&cfg, "server", "workers", where, sizeof(where)) &&
+          strcmp(where, expect) == 0, "where in file: %s", where);
+    free(errs);
+    config_free(&cfg);
+}
+
+static const char full_file[] =
+    "\xEF\xBB\xBF# every key, in every section\r\n"
+    "[server]\r\n"
+    "hostname        = relay.example.net   # greeting and EHLO name\n"
+    "workers         = 4\n"
+    "spool_dir       = /var/spool/ring#relay ; '#' inside a value stays\n"
+    "metrics_listen  = [::1]:9100\n"
+    "control_socket  = /run/rr/ctl.sock\n"
+    "user            = ringrelay\n"
+    "  spool_min_free = 1G\n"                    /* indented: a key, not a continuation */
+    "segment_size    = 128M\n"
+    "\n"
+    "; listeners\n"
+    "[listener.smtp]\n"
+    "listen = 0.0.0.0:25, [::]:25\n"
+    "[listener.submission]\n"
+    "listen = 0.0.0.0:587 [::]:587,,127.0.0.1:10587\n"
+    "tls = starttls\n"
+    "auth = required\n"
+    "[listener.smtps]\n"
+    "listen = 0.0.0.0:465\n"
+    "tls = IMPLICIT\n"
+    "auth = optional\n"
+    "[tls]\n"
+    "cert = /etc/ringrelay/cert.pem\n"
+    "key = /etc/ringrelay/key.pem\n"
+    "[auth]\n"
+    "passwd_file = /etc/dovecot/users\n"
+    "dovecot_socket =                     # instead of passwd_file\n"
+    "plaintext = yes\n"
+    "max_failures = 5\n"
+    "[limits]\n"
+    "max_message_size = 50M\n"
+    "max_recipients = 100\n"
+    "idle_timeout = 2m\n"
+    "data_timeout = 1h\n"
+    "min_data_rate = 512\n"
+    "greeting_delay = 1500ms\n"
+    "bare_line_endings = normalize\n"
+    "max_errors = 20\n"
+    "max_connections = 5000\n"
+    "[policy]\n"
+    "hosted_domains = /etc/ringrelay/domains\n"
+    "sender_logins = /etc/ringrelay/logins\n"
+    "trusted_networks = 10.0.0.0/8, 2001:db8::/32 192.168.1.7\n"
+    "relay_mode = reject\n"
+    "relay_enforce_after = 2020-02-29\n"
+    "notify_template = /etc/ringrelay/notice.txt\n"
+    "notify_interval = 12h\n"
+    "host_registry = /etc/ringrelay/hosts\n"
+    "user_hourly_messages = 100\n"
+    "user_hourly_recipients = 1000\n"
+    "ip_hourly_messages = 4294967295\n"
+    "[relay]\n"
+    "smarthost = mail.example.net\n"
+    "dns_servers = 1.1.1.1, [2606:4700::1111]:5353\n"
+    "source_addresses = 192.0.2.1 2001:db8::25\n"
+    "tls = verify\n"
+    "retry_min = 1m\n"
+    "retry_max = 2h\n"
+    "queue_lifetime = 3d\n"
+    "[bpf]\n"
+    "enabled = no\n"
+    "max_connections_per_ip = 10\n"
+    "max_connects_per_ip_per_s = 5\n";
+
+static void test_every_key(void)
+{
+    struct rr_config cfg;
+    char *errs = NULL, where[512], expect[512];
+    int problems = load_text(&cfg, full_file, NULL, 0, &errs);
+
+    CHECK(problems == 0, "every key: %d problems:\n%s", problems, errs);
+    CHECK(strcmp(cfg.hostname, "relay.example.net") == 0, "hostname '%s'", cfg.hostname);
+    CHECK(cfg.workers == 4, "workers");
+    CHECK(strcmp(cfg.spool_dir, "/var/spool/ring#relay") == 0, "spool_dir '%s'", cfg.spool_dir);
+    CHECK(addr_is(&cfg.metrics_listen, AF_INET6, "::1", 9100), "metrics_listen");
+    CHECK(strcmp(cfg.control_socket, "/run/rr/ctl.sock") == 0, "control_socket");
+    CHECK(strcmp(cfg.user, "ringrelay") == 0, "user");
+    CHECK(cfg.spool_min_free_bytes == 1ULL << 30, "spool_min_free");
+    CHECK(cfg.segment_bytes_max == 128ULL << 20, "segment_size");
+
+    CHECK(cfg.listener_count == 3, "listeners %u", cfg.listener_count);
+    const struct config_listener *l = &cfg.listeners[0];
+    CHECK(strcmp(l->name, "smtp") == 0 && l->addr_count == 2 &&
+          addr_is(&l->addrs[0], AF_INET, "0.0.0.0", 25) &&
+          addr_is(&l->addrs[1], AF_INET6, "::", 25) && l->tls == TLS_NONE &&
+          l->auth == AUTH_NONE, "listener smtp");
+    l = &cfg.listeners[1];
+    CHECK(strcmp(l->name, "submission") == 0 && l->addr_count == 3 &&
+          addr_is(&l->addrs[2], AF_INET, "127.0.0.1", 10587) && l->tls == TLS_STARTTLS &&
+          l->auth == AUTH_REQUIRED, "listener submission");
+    l = &cfg.listeners[2];
+    CHECK(strcmp(l->name, "smtps") == 0 && l->addr_count == 1 && l->tls == TLS_IMPLICIT &&
+          l->auth == AUTH_OPTIONAL, "listener smtps");
+
+    CHECK(strcmp(cfg.tls_cert, "/etc/ringrelay/cert.pem") == 0, "cert");
+    CHECK(strcmp(cfg.tls_key, "/etc/ringrelay/key.pem") == 0, "key");
+    CHECK(strcmp(cfg.passwd_file, "/etc/dovecot/users") == 0, "passwd_file");
+    CHECK(cfg.dovecot_socket[0] == '\0', "dovecot_socket empty");
+    CHECK(cfg.auth_plaintext && cfg.auth_failures_max == 5, "auth");
+    CHECK(cfg.message_bytes_max == 50ULL << 20, "max_message_size");
+    CHECK(cfg.rcpt_count_max == 100, "max_recipients");
+    CHECK(cfg.idle_timeout_ms == 120000, "idle_timeout");
+    CHECK(cfg.data_timeout_ms == 3600000, "data_timeout");
+    CHECK(cfg.min_data_rate == 512, "min_data_rate");
+    CHECK(cfg.greeting_delay_ms == 1500, "greeting_delay");
+    CHECK(cfg.line_endings == LINE_ENDINGS_NORMALIZE, "bare_line_endings");
+    CHECK(cfg.errors_max == 20 && cfg.connections_max == 5000, "errors/connections");
+    CHECK(strcmp(cfg.hosted_domains, "/etc/ringrelay/domains") == 0, "hosted_domains");
+    CHECK(strcmp(cfg.sender_logins, "/etc/ringrelay/logins") == 0, "sender_logins");
+    CHECK(cfg.trusted_network_count == 3 &&
+          net_is(&cfg.trusted_networks[0], AF_INET, "10.0.0.0", 8) &&
+          net_is(&cfg.trusted_networks[1], AF_INET6, "2001:db8::", 32) &&
+          net_is(&cfg.trusted_networks[2], AF_INET, "192.168.1.7", 32), "trusted_networks");
+    CHECK(cfg.relay_mode == RELAY_REJECT, "relay_mode");
+    CHECK(cfg.relay_enforce_after == 1582934400, "relay_enforce_after %lld",
+          (long long)cfg.relay_enforce_after);
+    CHECK(strcmp(cfg.notify_template, "/etc/ringrelay/notice.txt") == 0, "notify_template");
+    CHECK(cfg.notify_interval_s == 43200, "notify_interval");
+    CHECK(strcmp(cfg.host_registry, "/etc/ringrelay/hosts") == 0, "host_registry");
+    CHECK(cfg.user_hourly_messages == 100 && cfg.user_hourly_recipients == 1000 &&
+          cfg.ip_hourly_messages == UINT32_MAX, "hourly");
+    CHECK(strcmp(cfg.smarthost, "mail.example.net:25") == 0, "smarthost '%s'", cfg.smarthost);
+    CHECK(cfg.dns_server_count == 2 &&
+          addr_is(&cfg.dns_servers[0], AF_INET, "1.1.1.1", 53) &&
+          addr_is(&cfg.dns_servers[1], AF_INET6, "2606:4700::1111", 5353), "dns_servers");
+    CHECK(cfg.source_address_count == 2 &&
+          addr_is(&cfg.source_addresses[0], AF_INET, "192.0.2.1", 0) &&
+          addr_is(&cfg.source_addresses[1], AF_INET6, "2001:db8::25", 0), "source_addresses");
+    CHECK(cfg.relay_tls == RELAY_TLS_VERIFY, "relay tls");
+    CHECK(cfg.retry_min_s == 60 && cfg.retry_max_s == 7200, "retry");
+    CHECK(cfg.queue_lifetime_s == 259200, "queue_lifetime");
+    CHECK(cfg.bpf == BPF_NO && cfg.bpf_connections_per_ip_max == 10 &&
+          cfg.bpf_connects_per_ip_per_s_max == 5, "bpf");
+
+    /* line numbers per key */
+    static const struct { const char *section, *key; unsigned line; } lines[] = {
+        { "server", "hostname", 3 }, { "server", "spool_min_free", 9 },
+        { "listener.submission", "tls", 17 }, { "listener.smtps", "listen", 20 },
+        { "listener.smtp", "tls", 0 }, { "tls", "key", 25 }, { "auth", "dovecot_socket", 28 },
+        { "relay", "tls", 57 }, { "bpf", "max_connects_per_ip_per_s", 64 },
+    };
+    for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
+        snprintf(expect, sizeof(expect), "%s:%u", conf_path, lines[i].line);
+        const char *w = config_where(&cfg, lines[i].section, lines[i].key, where, sizeof(where));
+        CHECK(w && strcmp(w, expect) == 0, "where %s.%s: %s, want %s", lines[i].section,
+              lines[i].key, w ? w : "NULL", expect);
+    }
+    free(errs);
+    config_free(&cfg);
+}
+
+/* One file, the problems it must produce: each expected line exactly, and no others. */
+struct error_case {
+    const char *text;
+    unsigned count;
+    const char *lines[4];       /* "LINE: message", prefixed with the path by the test */
+};
+
+static const struct error_case error_cases[] = {
+    /* structure */
+    { "[server]\nfoo = 1\n", 1, { "2: unknown key 'foo' in section [server]" } },
+    { "[server]\nmax_recipients = 5\n", 1,
+      { "2: unknown key 'max_recipients' in section [server]" } },
+    { "[nope]\nx = 1\ny = 2\n", 1, { "1: unknown section [nope]" } },
+    { "[listener]\nlisten = 1.2.3.4:25\n", 1, { "1: unknown section [listener]" } },
+    { "[Server]\n", 1, { "1: unknown section [Server]" } },
+    { "x = 1\n[server]\n", 1, { "1: key 'x' before any [section]" } },
+    { "[server]\ngarbage line\n", 1, { "2: expected 'key = value', '[section]' or a comment" } },
+    { "[server]\n= 5\n", 1, { "2: expected 'key = value', '[section]' or a comment" } },
+    { "[server\n", 1, { "1: expected ']' at the end of the section header" } },
+    { "[server] # ok\n[limits ; no]\n", 1, { "2: expected ']' at the end of the section header" } },
+    { "[server]\nhost:name = x\n", 1, { "2: expected 'key = value': a key has no ':'" } },
+    { "[server]\nworkers = 1\nworkers = 2\n", 1,
+      { "3: workers: set twice in [server] (first at line 2)" } },
+    { "[server]\nuser = a\x01" "b\n", 1, { "2: control character 0x01 in line" } },
+    { "[server]\n\nbad\n  # comment\nworse\n", 2,
+      { "3: expected 'key = value', '[section]' or a comment",
+        "5: expected 'key = value', '[section]' or a comment" } },
+    /* values, one per type */
+    { "[server]\nworkers = many\n", 1, { "2: workers: 'many' is not a whole number" } },
+    { "[server]\nworkers = -1\n", 1, { "2: workers: '-1' is not a whole number" } },
+    { "[server]\nworkers = 257\n", 1, { "2: workers: 257 is out of range (0..256)" } },
+    { "[limits]\nmax_recipients = 0\n", 1,
+      { "2: max_recipients: 0 is out of range (1..100000)" } },
+    { "[limits]\nidle_timeout = 5 minutes\n", 1,
+      { "2: idle_timeout: '5 minutes' is not a duration (a number with s, m, h, d or ms; "
+        "bare = seconds)" } },
+    { "[limits]\nidle_timeout = 2d\n", 1, { "2: idle_timeout: 2d is out of range (100ms..1d)" } },
+    { "[limits]\nmax_message_size = 35 MB\n", 1,
+      { "2: max_message_size: '35 MB' is not a size (a number of bytes, optionally with K, M "
+        "or G)" } },
+    { "[limits]\nmax_message_size = 5G\n", 1,
+      { "2: max_message_size: 5G is out of range (1K..4G)" } },
+    { "[relay]\nretry_min = 1500ms\n", 1, { "2: retry_min: 1500ms is not a whole number of seconds" } },
+    { "[auth]\nplaintext = maybe\n", 1,
+      { "2: plaintext: 'maybe' is not yes, no, true, false, on, off, 1 or 0" } },
+    { "[policy]\nrelay_mode = sometimes\n", 1,
+      { "2: relay_mode: 'sometimes' is not one of allow | notify | reject" } },
+    { "[relay]\ntls = always\n", 1, { "2: tls: 'always' is not one of may | none | encrypt | verify" } },
+    { "[bpf]\nenabled = maybe\n", 1, { "2: enabled: 'maybe' is not one of auto | yes | no" } },
+    { "[limits]\nbare_line_endings = fix\n", 1,
+      { "2: bare_line_endings: 'fix' is not one of reject | normalize" } },
+    { "[listener.a]\nlisten = 127.0.0.1:25\ntls = sometimes\n", 1,
+      { "3: tls: 'sometimes' is not one of none | starttls | implicit" } },
+    { "[listener.a]\nlisten = 127.0.0.1:25\nauth = always\n", 1,
+      { "3: auth: 'always' is not one of none | optional | required" } },
+    { "[listener.a]\nlisten = localhost:25\n", 2,
+      { "2: listen: 'localhost:25' is not ADDRESS:PORT (1.2.3.4:25 or [::1]:25, numeric, no "
+        "host names)", "1: [listener.a]: listen is required" } },
+    { "[listener.a]\nlisten =\n", 2,
+      { "2: listen: needs at least 1 address", "1: [listener.a]: listen is required" } },
+    { "[listener.a]\nfoo = 1\nlisten = 127.0.0.1:25\n", 1,
+      { "2: unknown key 'foo' in section [listener.a]" } },
+    { "[server]\nmetrics_listen = 127.0.0.1\n", 1,
+      { "2: metrics_listen: '127.0.0.1' is not ADDRESS:PORT (1.2.3.4:25 or [::1]:25, numeric, "
+        "no host names)" } },
+    { "[relay]\ndns_servers = 1.1.1.1, dns.google\n", 1,
+      { "2: dns_servers: 'dns.google' is not ADDRESS[:PORT] (1.2.3.4, 1.2.3.4:53 or [::1]:53, "
+        "numeric)" } },
+    { "[relay]\nsource_addresses = 192.0.2.1:25\n", 1,
+      { "2: source_addresses: '192.0.2.1:25' is not an address without a port (1.2.3.4 or "
+        "2001:db8::1)" } },
+    { "[relay]\nsource_addresses = 1.0.0.1 1.0.0.2 1.0.0.3 1.0.0.4 1.0.0.5 1.0.0.6 1.0.0.7 "
+      "1.0.0.8 1.0.0.9 1.0.0.10 1.0.0.11 1.0.0.12 1.0.0.13 1.0.0.14 1.0.0.15 1.0.0.16 1.0.0.17\n",
+      1, { "2: source_addresses: too many entries (max 16)" } },
+    { "[policy]\ntrusted_networks = 10.0.0.0/33\n", 1,
+      { "2: trusted_networks: '10.0.0.0/33' is not a network (1.2.3.0/24, 2001:db8::/32 or an "
+        "address)" } },
+    { "[policy]\nrelay_enforce_after = 2014-02-30\n", 1,
+      { "2: relay_enforce_after: '2014-02-30' is not a date YYYY-MM-DD (1970 or later)" } },
+    { "[server]\nhostname = bad_name.example\n", 1,
+      { "2: hostname: 'bad_name.example' is not a plausible domain name (labels of A-Z a-z 0-9 "
+        "-, separated by dots)" } },
+    { "[server]\nhostname = 10.0.0.1\n", 1,
+      { "2: hostname: '10.0.0.1' is not a plausible domain name (labels of A-Z a-z 0-9 -, "
+        "separated by dots)" } },
+    { "[server]\nhostname =\n", 1, { "2: hostname: must not be empty" } },
+    { "[server]\nspool_dir = # nothing\n", 1, { "2: spool_dir: must not be empty" } },
+    { "[server]\nuser = root user\n", 1,
+      { "2: user: 'root user' is not a user name (A-Z a-z 0-9 . _ -)" } },
+    { "[server]\nuser = -rf\n", 1, { "2: user: '-rf' is not a user name (starts with '-')" } },
+    { "[relay]\nsmarthost = 2001:db8::1:25\n", 1,
+      { "2: smarthost: '2001:db8::1:25' is not host[:port] or [address][:port]" } },
+    { "[relay]\nsmarthost = mail.example.net:0\n", 1,
+      { "2: smarthost: 'mail.example.net:0' is not host[:port] or [address][:port]" } },
+    /* listeners */
+    { "[listener.a.b]\nlisten = 127.0.0.1:25\n", 1,
+      { "1: [listener.a.b]: a listener name is 1..63 of A-Z a-z 0-9 _ -" } },
+    { "[listener.]\n", 1, { "1: [listener.]: a listener name is 1..63 of A-Z a-z 0-9 _ -" } },
+    { "[listener.x]\ntls = none\n", 1, { "1: [listener.x]: listen is required" } },
+    /* cross-key */
+    { "[relay]\nretry_max = 1m\n", 1, { "2: retry_min (5m) is above retry_max (1m)" } },
+    { "[relay]\nretry_max = 1m\nretry_min = 2m\n", 1,
+      { "3: retry_min (2m) is above retry_max (1m)" } },
+    { "[listener.a]\nlisten = 127.0.0.1:25\ntls = starttls\n[tls]\ncert = /c.pem\n", 1,
+      { "3: tls: starttls on [listener.a] needs [tls] cert and key" } },
+    { "[listener.a]\nlisten = 127.0.0.1:25\nauth = required\n", 1,
+      { "3: auth: required on [listener.a] needs [auth] passwd_file or dovecot_socket" } },
+    { "[auth]\npasswd_file = /p\ndovecot_socket = /s\n", 1,
+      { "3: set [auth] passwd_file or dovecot_socket, not both" } },
+    { "[listener.a]\nlisten = 0.0.0.0:25\n[listener.b]\nlisten = 127.0.0.1:26, 0.0.0.0:25\n", 1,
+      { "4: listen: 0.0.0.0:25 is already used by [listener.a]" } },
+    { "[listener.a]\nlisten = [::]:25 [::0]:25\n", 1,
+      { "2: listen: [::]:25 is already used by [listener.a]" } },
+    { "[listener.a]\nlisten = 127.0.0.1:9425\n", 1,
+      { "2: metrics_listen: 127.0.0.1:9425 is also a listen address of [listener.a]" } },
+};
+
+static void test_errors(void)
+{
+    char line[8192];
+
+    for (size_t i = 0; i < sizeof(error_cases) / sizeof(error_cases[0]); i++) {
+        const struct error_case *c = &error_cases[i];
+        struct rr_config cfg;
+        char *errs = NULL;
+        int problems = load_text(&cfg, c->text, NULL, 0, &errs);
+
+        CHECK(problems == (int)c->count, "case %zu: %d problems, want %u:\n%s", i, problems,
+              c->count, errs);
+        for (unsigned j = 0; j < c->count; j++) {
+            snprintf(line, sizeof(line), "%s:%s", conf_path, c->lines[j]);
+            CHECK(has_line(errs, line), "case %zu: missing '%s' in:\n%s", i, line, errs);
+        }
+        free(errs);
+        config_free(&cfg);
+    }
+}
+
+static void test_file_edges(void)
+{
+    struct rr_config cfg;
+    char *errs = NULL;
+    char name63[64], name64[65], text[16384];
+
+    /* a missing file */
+    size_t size;
+    FILE *e = open_memstream(&errs, &size);
+    const char *missing = path_in("does-not-exist.conf");
+    int problems = config_load(&cfg, missing, NULL, 0, e);
+    fclose(e);
+    char expect[1024];
+    snprintf(expect, sizeof(expect), "%s:0: cannot open: No such file or directory", missing);
+    CHECK(problems == 1 && has_line(errs, expect), "missing file: %s", errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* a directory as the file */
+    e = open_memstream(&errs, &size);
+    problems = config_load(&cfg, tmpdir, NULL, 0, e);
+    fclose(e);
+    CHECK(problems == 1 && strstr(errs, "read error: Is a directory"), "directory: %s", errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* listener names of 63 bytes (longer than inih's 49-byte sections) pass, 64 do not */
+    memset(name63, 'n', 63);
+    name63[63] = '\0';
+    memset(name64, 'x', 64);
+    name64[64] = '\0';
+    snprintf(text, sizeof(text), "[listener.%s]\nlisten = 127.0.0.1:2600\n"
+             "[listener.%s]\nlisten = 127.0.0.1:2601\n", name63, name64);
+    problems = load_text(&cfg, text, NULL, 0, &errs);
+    snprintf(expect, sizeof(expect), "%s:3: [listener.%s]: a listener name is 1..63 of "
+             "A-Z a-z 0-9 _ -", conf_path, name64);
+    CHECK(problems == 1 && has_line(errs, expect), "name64: %s", errs);
+    CHECK(cfg.listener_count == 1 && strcmp(cfg.listeners[0].name, name63) == 0,
+          "name63 listener");
+    free(errs);
+    config_free(&cfg);
+
+    /* two listeners whose names share the first 49 bytes of the section stay apart */
+    snprintf(text, sizeof(text), "[listener.%s]\nlisten = 127.0.0.1:2600\n"
+             "[listener.%.62sm]\nlisten = 127.0.0.1:2601\n", name63, name63);
+    problems = load_text(&cfg, text, NULL, 0, &errs);
+    CHECK(problems == 0 && cfg.listener_count == 2, "long names: %d %s", problems, errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* too many listeners */
+    size_t used = 0;
+    for (int i = 0; i < CONFIG_LISTENERS_MAX + 1; i++)
+        used += (size_t)snprintf(text + used, sizeof(text) - used,
+                                 "[listener.l%d]\nlisten = 127.0.0.1:%d\n", i, 3000 + i);
+    problems = load_text(&cfg, text, NULL, 0, &errs);
+    CHECK(problems == 1 && has_line(errs, fline(33, "[listener.l16]: too many listeners (max 16)")),
+          "too many listeners: %s", errs);
+    CHECK(cfg.listener_count == CONFIG_LISTENERS_MAX, "listener count");
+    free(errs);
+    config_free(&cfg);
+
+    /* a line over CONFIG_LINE_BYTES_MAX, then a good line whose number is still right */
+    memcpy(text, "[server]\nuser = ", 16);
+    memset(text + 16, 'u', 5000);
+    snprintf(text + 5016, sizeof(text) - 5016, "\nworkers = x\n");
+    problems = load_text(&cfg, text, NULL, 0, &errs);
+    CHECK(problems == 2 && has_line(errs, fline(2, "line too long (max 4096 bytes)")) &&
+          has_line(errs, fline(3, "workers: 'x' is not a whole number")), "long line: %s", errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* a path value of 1000 bytes fits (inih's default line is 200); 1024 does not */
+    memcpy(text, "[tls]\ncert = /", 14);
+    memset(text + 14, 'c', 999);
+    snprintf(text + 1013, sizeof(text) - 1013, "\nkey = /");   /* 8 bytes */
+    memset(text + 1021, 'k', 1023);
+    snprintf(text + 2044, sizeof(text) - 2044, "\n");
+    problems = load_text(&cfg, text, NULL, 0, &errs);
+    CHECK(problems == 1 &&
+          has_line(errs, fline(3, "key: value too long (1024 bytes, max 1023)")) &&
+          strlen(cfg.tls_cert) == 1000, "long path: %d %s", problems, errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* a socket path longer than sun_path */
+    snprintf(text, sizeof(text), "[server]\ncontrol_socket = /%0200d\n", 0);
+    problems = load_text(&cfg, text, NULL, 0, &errs);
+    CHECK(problems == 1 && has_line(errs, fline(2, "control_socket: value too long (201 bytes, "
+          "max 107)")), "socket path: %s", errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* no newline at the end; CR LF; a NUL byte is a control character */
+    problems = load_text(&cfg, "[server]\r\nworkers = 3", NULL, 0, &errs);
+    CHECK(problems == 0 && cfg.workers == 3, "no final newline: %s", errs);
+    free(errs);
+    config_free(&cfg);
+    FILE *f = fopen(conf_path, "w");
+    fwrite("[server]\nuser = a\0b\nworkers = 2\n", 1, 32, f);
+    fclose(f);
+    e = open_memstream(&errs, &size);
+    problems = config_load(&cfg, conf_path, NULL, 0, e);
+    fclose(e);
+    CHECK(problems == 1 && has_line(errs, fline(2, "control character 0x00 in line")) &&
+          cfg.workers == 2, "NUL: %s", errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* an indented line is a key of its own (inih would take it as a continuation) */
+    problems = load_text(&cfg, "[server]\nworkers = 2\n    user = mail\n", NULL, 0, &errs);
+    CHECK(problems == 0 && cfg.workers == 2 && strcmp(cfg.user, "mail") == 0, "indent: %s", errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* inline comments with both characters, and ';' or '#' without a blank before kept */
+    problems = load_text(&cfg, "[policy]\nhosted_domains = /a;b#c  ; comment\n"
+                         "sender_logins = /x\t# tab comment\n", NULL, 0, &errs);
+    CHECK(problems == 0 && strcmp(cfg.hosted_domains, "/a;b#c") == 0 &&
+          strcmp(cfg.sender_logins, "/x") == 0, "inline comments: %s|%s|%s", errs,
+          cfg.hosted_domains, cfg.sender_logins);
+    free(errs);
+    config_free(&cfg);
+
+    /* empty values switch things off; lists can be emptied */
+    problems = load_text(&cfg, "[server]\nmetrics_listen =\n[policy]\ntrusted_networks =\n"
+                         "[relay]\nsmarthost = ; MX\ndns_servers = \n", NULL, 0, &errs);
+    CHECK(problems == 0 && cfg.metrics_listen.len == 0 && cfg.trusted_network_count == 0 &&
+          cfg.smarthost[0] == '\0' && cfg.dns_server_count == 0, "empty values: %s", errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* smarthost forms, booleans and enum aliases in any case */
+    static const struct { const char *in, *out; } hosts[] = {
+        { "mail.example.net:2525", "mail.example.net:2525" }, { "[10.0.0.1]", "[10.0.0.1]:25" },
+        { "[2001:db8::1]:587", "[2001:db8::1]:587" }, { "10.0.0.1:26", "10.0.0.1:26" },
+        { "localhost", "localhost:25" },
+    };
+    for (size_t i = 0; i < sizeof(hosts) / sizeof(hosts[0]); i++) {
+        snprintf(text, sizeof(text), "[relay]\nsmarthost = %s\n", hosts[i].in);
+        problems = load_text(&cfg, text, NULL, 0, &errs);
+        CHECK(problems == 0 && strcmp(cfg.smarthost, hosts[i].out) == 0, "smarthost %s: %s %s",
+              hosts[i].in, cfg.smarthost, errs);
+        free(errs);
+        config_free(&cfg);
+    }
+    static const struct { const char *in; bool v; } bools[] = {
+        { "yes", true }, { "No", false }, { "TRUE", true }, { "false", false }, { "on", true },
+        { "off", false }, { "1", true }, { "0", false },
+    };
+    for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
+        snprintf(text, sizeof(text), "[auth]\nplaintext = %s\n[bpf]\nenabled = %s\n",
+                 bools[i].in, bools[i].in);
+        problems = load_text(&cfg, text, NULL, 0, &errs);
+        CHECK(problems == 0 && cfg.auth_plaintext == bools[i].v &&
+              cfg.bpf == (bools[i].v ? BPF_YES : BPF_NO), "bool %s: %s", bools[i].in, errs);
+        free(errs);
+        config_free(&cfg);
+    }
+
+    /* every problem of a file is reported, not just the first */
+    problems = load_text(&cfg, "[server]\nworkers = x\nnope = 1\n[limits]\nmax_recipients = 0\n"
+                         "junk\n[bogus]\n", NULL, 0, &errs);
+    CHECK(problems == 5, "all problems: %d\n%s", problems, errs);
+    free(errs);
+    config_free(&cfg);
+}
+
+static void test_overrides(void)
+{
+    struct rr_config cfg;
+    char *errs = NULL, where[512];
+    int problems;
+
+    /* values, listener creation (next to the default listener), dots in the value */
+    char *ov1[] = {
+        "server.hostname=o.example.net", " limits.max_recipients = 7 ",
+        "listener.smtp.listen=0.0.0.0:25", "listener.smtp.auth=required",
+        "auth.passwd_file=/etc/passwd", "relay.smarthost=[10.0.0.1]:2525",
+        "listener.default.listen=127.0.0.1:2626", "policy.trusted_networks=10.0.0.0/8",
+    };
+    problems = load_text(&cfg, "", ov1, 8, &errs);
+    CHECK(problems == 0, "overrides: %s", errs);
+    CHECK(strcmp(cfg.hostname, "o.example.net") == 0, "hostname");
+    CHECK(cfg.rcpt_count_max == 7, "max_recipients");
+    CHECK(cfg.listener_count == 2 && strcmp(cfg.listeners[1].name, "smtp") == 0 &&
+          cfg.listeners[1].auth == AUTH_REQUIRED &&
+          addr_is(&cfg.listeners[1].addrs[0], AF_INET, "0.0.0.0", 25), "created listener");
+    CHECK(addr_is(&cfg.listeners[0].addrs[0], AF_INET, "127.0.0.1", 2626), "default changed");
+    CHECK(strcmp(cfg.smarthost, "[10.0.0.1]:2525") == 0, "smarthost");
+    CHECK(cfg.trusted_network_count == 1, "trusted_networks replaced");
+    CHECK(config_where(&cfg, "limits", "max_recipients", where, sizeof(where)) &&
+          strcmp(where, "-o:2") == 0, "where -o: %s", where);
+    CHECK(config_where(&cfg, "listener.smtp", "auth", where, sizeof(where)) &&
+          strcmp(where, "-o:4") == 0, "where -o listener: %s", where);
+    free(errs);
+    config_free(&cfg);
+
+    /* an override replaces a file value (no "set twice"), and edits a file listener */
+    char *ov2[] = { "server.workers=8", "listener.a.tls=none", "listener.a.listen=[::1]:25" };
+    problems = load_text(&cfg, "[server]\nworkers = 2\n[listener.a]\nlisten = 127.0.0.1:25\n"
+                         "tls = starttls\n[tls]\ncert = /c\nkey = /k\n", ov2, 3, &errs);
+    CHECK(problems == 0 && cfg.workers == 8 && cfg.listener_count == 1 &&
+          cfg.listeners[0].tls == TLS_NONE && addr_is(&cfg.listeners[0].addrs[0], AF_INET6,
+          "::1", 25), "override over file: %s", errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* errors, each "-o:N: " */
+    char *ov3[] = {
+        "noequals", "nodot=1", "server.nokey=1", "nosection.key=1", "limits.max_recipients=abc",
+        "listener.x.bogus=1", "listener.a.b.tls=none", ".workers=1", "server.=1",
+        "listener.new.tls=starttls", "relay.retry_min=5h", "server.user=a\x7f",
+    };
+    problems = load_text(&cfg, "", ov3, 12, &errs);
+    static const char *const want[] = {
+        "-o:1: expected section.key=value, got 'noequals'",
+        "-o:2: expected section.key=value, got 'nodot=1'",
+        "-o:3: unknown key 'nokey' in section [server]",
+        "-o:4: unknown section [nosection]",
+        "-o:5: max_recipients: 'abc' is not a whole number",
+        "-o:6: unknown key 'bogus' in section [listener.x]",
+        "-o:7: [listener.a.b]: a listener name is 1..63 of A-Z a-z 0-9 _ -",
+        "-o:8: expected section.key=value, got '.workers=1'",
+        "-o:9: expected section.key=value, got 'server.=1'",
+        "-o:10: [listener.new]: listen is required",
+        "-o:10: tls: starttls on [listener.new] needs [tls] cert and key",
+        "-o:11: retry_min (5h) is above retry_max (4h)",
+        "-o:12: control character 0x7f in override",
+    };
+    CHECK(problems == (int)(sizeof(want) / sizeof(want[0])), "override errors: %d\n%s",
+          problems, errs);
+    for (size_t i = 0; i < sizeof(want) / sizeof(want[0]); i++)
+        CHECK(has_line(errs, want[i]), "missing '%s' in:\n%s", want[i], errs);
+    CHECK(cfg.listener_count == 2, "bogus key created no listener (%u)", cfg.listener_count);
+    free(errs);
+    config_free(&cfg);
+
+    /* a file problem and an override problem, each with its own prefix */
+    char *ov4[] = { "limits.idle_timeout=forever" };
+    problems = load_text(&cfg, "[limits]\nidle_timeout = never\n", ov4, 1, &errs);
+    CHECK(problems == 2 && has_line(errs, fline(2, "idle_timeout: 'never' is not a duration (a "
+          "number with s, m, h, d or ms; bare = seconds)")) &&
+          has_line(errs, "-o:1: idle_timeout: 'forever' is not a duration (a number with s, m, "
+                   "h, d or ms; bare = seconds)"), "mixed: %s", errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* with no file at all */
+    char *ov5[] = { "bpf.enabled=yes" };
+    size_t size;
+    FILE *e = open_memstream(&errs, &size);
+    problems = config_load(&cfg, NULL, ov5, 1, e);
+    fclose(e);
+    CHECK(problems == 0 && cfg.bpf == BPF_YES, "no file + -o: %s", errs);
+    free(errs);
+    config_free(&cfg);
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static struct sockaddr_storage sa_of(const char *text)
+{
+    struct sockaddr_storage ss;
+    memset(&ss, 0, sizeof(ss));
+    struct sockaddr_in *in4 = (struct sockaddr_in *)&ss;
+    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)&ss;
+    if (inet_pton(AF_INET, text, &in4->sin_addr) == 1)
+        in4->sin_family = AF_INET;
+    else if (inet_pton(AF_INET6, text, &in6->sin6_addr) == 1)
+        in6->sin6_family = AF_INET6;
+    return ss;
+}
+
+static void test_net_match(void)
+{
+    static const char *const list[] = {
+        "127.0.0.0/8", "::1/128", "::ffff:10.0.0.0/104", "2001:db8::/32", "192.168.1.0/25",
+    };
+    struct config_net nets[8];
+    for (size_t i = 0; i < 5; i++)
+        CHECK(config_parse_net(list[i], &nets[i]) == 0, "net %s", list[i]);
+
+    static const struct { const char *addr; bool in; } cases[] = {
+        { "127.1.2.3", true }, { "128.0.0.1", false }, { "::1", true }, { "::2", false },
+        { "::ffff:127.0.0.1", true }, { "::ffff:10.9.9.9", true }, { "10.9.9.9", true },
+        { "::ffff:11.0.0.1", false }, { "192.168.1.127", true }, { "192.168.1.128", false },
+        { "::ffff:192.168.1.1", true }, { "2001:db8:1::5", true }, { "2001:db9::1", false },
+        { "::ffff:7f00:1", true },
+    };
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct sockaddr_storage ss = sa_of(cases[i].addr);
+        CHECK(config_net_match(nets, 5, (struct sockaddr *)&ss) == cases[i].in, "match %s",
+              cases[i].addr);
+    }
+
+    /* SECURITY: "::/0" is every IPv6 client, never an IPv4 one however it arrives */
+    struct config_net any6, any4;
+    CHECK(config_parse_net("::/0", &any6) == 0 && config_parse_net("0.0.0.0/0", &any4) == 0,
+          "any nets");
+    struct sockaddr_storage m = sa_of("::ffff:1.2.3.4"), v4 = sa_of("1.2.3.4"),
+                            v6 = sa_of("2001::1");
+    CHECK(!config_net_match(&any6, 1, (struct sockaddr *)&m), "::/0 vs mapped");
+    CHECK(!config_net_match(&any6, 1, (struct sockaddr *)&v4), "::/0 vs v4");
+    CHECK(config_net_match(&any6, 1, (struct sockaddr *)&v6), "::/0 vs v6");
+    CHECK(config_net_match(&any4, 1, (struct sockaddr *)&m), "0/0 vs mapped");
+    CHECK(!config_net_match(&any4, 1, (struct sockaddr *)&v6), "0/0 vs v6");
+    CHECK(!config_net_match(nets, 0, (struct sockaddr *)&v4), "empty list");
+    struct sockaddr_un un = { .sun_family = AF_UNIX };
+    CHECK(!config_net_match(nets, 5, (struct sockaddr *)&un), "AF_UNIX");
+}
+
+static void test_check_files(void)
+{
+    struct rr_config cfg;
+    char *errs = NULL, text[8192], line[2048];
+    size_t size;
+    int problems;
+
+    static const char *const names[] = {
+        "cert.pem", "key.pem", "users", "domains", "logins", "notice.txt", "hosts", "auth.sock",
+    };
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        write_file(path_in(names[i]), "x\n");
+    mkdir(path_in("spool-exists"), 0700);
+    write_file(path_in("spool-file"), "");
+
+    snprintf(text, sizeof(text),
+             "[tls]\ncert = %s\n", path_in("cert.pem"));
+    snprintf(text + strlen(text), sizeof(text) - strlen(text), "key = %s\n", path_in("key.pem"));
+    snprintf(text + strlen(text), sizeof(text) - strlen(text), "[auth]\npasswd_file = %s\n",
+             path_in("users"));
+    snprintf(text + strlen(text), sizeof(text) - strlen(text),
+             "[policy]\nhosted_domains = %s\n", path_in("domains"));
+    snprintf(text + strlen(text), sizeof(text) - strlen(text), "sender_logins = %s\n",
+             path_in("logins"));
+    snprintf(text + strlen(text), sizeof(text) - strlen(text), "notify_template = %s\n",
+             path_in("notice.txt"));
+    snprintf(text + strlen(text), sizeof(text) - strlen(text), "host_registry = %s\n",
+             path_in("hosts"));
+    snprintf(text + strlen(text), sizeof(text) - strlen(text), "[server]\nspool_dir = %s\n",
+             path_in("spool-new/"));
+
+    /* everything present; the spool does not exist yet but can be created */
+    problems = load_text(&cfg, text, NULL, 0, &errs);
+    CHECK(problems == 0, "files: %s", errs);
+    free(errs);
+    FILE *e = open_memstream(&errs, &size);
+    problems = config_check_files(&cfg, e);
+    fclose(e);
+    CHECK(problems == 0, "check present: %d\n%s", problems, errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* an existing spool, a dovecot socket that exists */
+    char *ov_ok[] = { NULL, NULL };
+    char o1[1024], o2[1024];
+    snprintf(o1, sizeof(o1), "server.spool_dir=%s", path_in("spool-exists"));
+    snprintf(o2, sizeof(o2), "auth.dovecot_socket=%s", path_in("auth.sock"));
+    ov_ok[0] = o1;
+    ov_ok[1] = o2;
+    problems = load_text(&cfg, "", ov_ok, 2, &errs);
+    free(errs);
+    e = open_memstream(&errs, &size);
+    problems += config_check_files(&cfg, e);
+    fclose(e);
+    CHECK(problems == 0, "check spool exists: %s", errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* everything missing: one line per key, at that key's line */
+    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
+        unlink(path_in(names[i]));
+    problems = load_text(&cfg, text, NULL, 0, &errs);
+    free(errs);
+    e = open_memstream(&errs, &size);
+    problems = config_check_files(&cfg, e);
+    fclose(e);
+    static const struct { unsigned line; const char *key, *file; } missing[] = {
+        { 2, "cert", "cert.pem" }, { 3, "key", "key.pem" }, { 5, "passwd_file", "users" },
+        { 7, "hosted_domains", "domains" }, { 8, "sender_logins", "logins" },
+        { 9, "notify_template", "notice.txt" }, { 10, "host_registry", "hosts" },
+    };
+    CHECK(problems == 7, "check missing: %d\n%s", problems, errs);
+    for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
+        snprintf(line, sizeof(line), "%s:%u: %s: cannot read %s: No such file or directory",
+                 conf_path, missing[i].line, missing[i].key, path_in(missing[i].file));
+        CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
+    }
+    free(errs);
+    config_free(&cfg);
+
+    /* the dovecot socket missing, a directory as a file, spool problems, all from -o */
+    char o3[1024], o4[1024], o5[1024];
+    snprintf(o3, sizeof(o3), "auth.dovecot_socket=%s", path_in("auth.sock"));
+    snprintf(o4, sizeof(o4), "tls.cert=%s", tmpdir);
+    snprintf(o5, sizeof(o5), "server.spool_dir=%s", path_in("no-parent/spool"));
+    char *ov_bad[] = { o3, o4, o5 };
+    problems = load_text(&cfg, "", ov_bad, 3, &errs);
+    CHECK(problems == 0, "bad -o load: %s", errs);
+    free(errs);
+    e = open_memstream(&errs, &size);
+    problems = config_check_files(&cfg, e);
+    fclose(e);
+    CHECK(problems == 3, "check -o: %d\n%s", problems, errs);
+    snprintf(line, sizeof(line), "-o:1: dovecot_socket: %s: No such file or directory",
+             path_in("auth.sock"));
+    CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
+    snprintf(line, sizeof(line), "-o:2: cert: cannot read %s: Is a directory", tmpdir);
+    CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
+    snprintf(line, sizeof(line), "-o:3: spool_dir: %s does not exist and neither does its "
+             "parent directory %s", path_in("no-parent/spool"), path_in("no-parent"));
+    CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* a spool that is a file */
+    snprintf(text, sizeof(text), "# spool\n[server]\nspool_dir = %s\n", path_in("spool-file"));
+    problems = load_text(&cfg, text, NULL, 0, &errs);
+    free(errs);
+    e = open_memstream(&errs, &size);
+    problems = config_check_files(&cfg, e);
+    fclose(e);
+    snprintf(line, sizeof(line), "%s:3: spool_dir: %s is not a directory", conf_path,
+             path_in("spool-file"));
+    CHECK(problems == 1 && has_line(errs, line), "spool file: %s", errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* the defaults: "./spool" relative to the working directory, reported as (default):0 */
+    char cwd[1024];
+    CHECK(getcwd(cwd, sizeof(cwd)) != NULL, "getcwd");
+    CHECK(chdir(tmpdir) == 0, "chdir");
+    e = open_memstream(&errs, &size);
+    problems = config_load(&cfg, NULL, NULL, 0, e);
+    problems += config_check_files(&cfg, e);
+    fclose(e);
+    CHECK(problems == 0, "defaults in tmpdir: %s", errs);
+    free(errs);
+    config_free(&cfg);
+    write_file(path_in("spool"), "");
+    e = open_memstream(&errs, &size);
+    problems = config_load(&cfg, NULL, NULL, 0, e);
+    problems += config_check_files(&cfg, e);
+    fclose(e);
+    CHECK(problems == 1 && has_line(errs, "(default):0: spool_dir: ./spool is not a directory"),
+          "default spool: %s", errs);
+    free(errs);
+    config_free(&cfg);
+    unlink(path_in("spool"));
+    CHECK(chdir(cwd) == 0, "chdir back");
+}
+
+/* ---------------------------------------------------------------------------------------- */
+
+static void cleanup(void)
+{
+    char cmd[600];
+    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
+    if (system(cmd) != 0)
+        fprintf(stderr, "cleanup of %s failed\n", tmpdir);
+}
+
+int main(void)
+{
+    if (!mkdtemp(tmpdir)) {
+        perror("mkdtemp");
+        return 2;
+    }
+    snprintf(conf_path, sizeof(conf_path), "%s/relay.conf", tmpdir);
+
+    test_durations();
+    test_sizes();
+    test_addrs();
+    test_nets();
+    test_dates();
+    test_defaults();
+    test_every_key();
+    test_errors();
+    test_file_edges();
+    test_overrides();
+    test_net_match();
+    test_check_files();
+
+    cleanup();
+    return check_done("test_config");
+}
