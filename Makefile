@@ -20,8 +20,8 @@ VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
 CPPFLAGS := -D_GNU_SOURCE -DRR_VERSION='"$(VERSION)"' -I.
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wformat=2 -Wvla
-CFLAGS   ?= -O2 -g
-CFLAGS   += -std=gnu11 -pthread -msse4.2 -fno-strict-aliasing $(WARN)
+OPT      ?= -O2 -g
+CFLAGS   := $(OPT) -std=gnu11 -pthread -msse4.2 -fno-strict-aliasing $(WARN)
 LIBS     := -luring -linih -lpthread
 # jemalloc replaces malloc by being linked; the sanitizer builds keep their own allocator.
 ALLOC    := -ljemalloc
@@ -76,7 +76,7 @@ $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libringrelay.a
 
 # Sanitizer build: a separate tree, same sources, no jemalloc.
 asan:
-	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/asan CFLAGS="$(ASAN_FLAGS)" ALLOC= \
+	$(Q)$(MAKE) --no-print-directory BUILD=$(BUILD)/asan OPT="$(ASAN_FLAGS)" ALLOC= \
 		$(BUILD)/asan/ringrelay $(BUILD)/asan/ringctl \
 		$(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
 

@@ -372,6 +372,7 @@ static struct config_origin later(struct config_origin a, struct config_origin b
 /* ---------------------------------------------------------------------------------------- */
 /* Value parsers                                                                            */
 
+/* is_digit, is_alpha, is_blank - ASCII classes, independent of the locale. */
 static bool is_digit(char c) { return c >= '0' && c <= '9'; }
 static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
 static bool is_blank(char c) { return c == ' ' || c == '\t'; }
@@ -740,6 +741,7 @@ static const char *enum_name_of(const struct enum_name *names, int value)
 /* ---------------------------------------------------------------------------------------- */
 /* Setters: one per type, all storing through the table's offset and size                  */
 
+/* field_of - the field def describes, inside base (cfg or a listener). */
 static void *field_of(void *base, const struct key_def *def)
 {
     return (char *)base + def->offset;
@@ -1052,6 +1054,7 @@ static bool listener_name_ok(const char *name)
     return true;
 }
 
+/* is_listener_section - "listener." + anything. */
 static bool is_listener_section(const char *section)
 {
     return strncmp(section, LISTENER_PREFIX, LISTENER_PREFIX_LEN) == 0;
@@ -1141,6 +1144,7 @@ static char *comment_start(char *s)
     return NULL;
 }
 
+/* rtrim - drop trailing blanks in place. */
 static void rtrim(char *s)
 {
     size_t len = strlen(s);
@@ -1148,6 +1152,7 @@ static void rtrim(char *s)
         s[--len] = '\0';
 }
 
+/* skip_blanks - past leading blanks. */
 static char *skip_blanks(char *s)
 {
     while (is_blank(*s))
@@ -1292,6 +1297,7 @@ static void parse_file(struct parse_state *st)
 /* ---------------------------------------------------------------------------------------- */
 /* Overrides                                                                                */
 
+/* trim - without leading and trailing blanks (in place). */
 static char *trim(char *s)
 {
     s = skip_blanks(s);
@@ -1366,6 +1372,7 @@ static void set_defaults(struct parse_state *st)
     }
 }
 
+/* addr_equal - same family, address and port; an unset address equals nothing. */
 static bool addr_equal(const struct config_addr *a, const struct config_addr *b)
 {
     return a->len == b->len && a->len && memcmp(&a->sa, &b->sa, a->len) == 0;
@@ -1523,33 +1530,52 @@ const char *config_where(const struct rr_config *cfg, const char *section, const
 /* ---------------------------------------------------------------------------------------- */
 /* -t: the files the configuration names                                                    */
 
-/* readable - 0 when path is a regular file this process can open, else an errno. */
-static int readable(const char *path)
+/* unreadable - NULL when path is a regular file this process can open, else why not.
+ * Only regular files: opening a FIFO named by mistake would block -t forever. */
+static const char *unreadable(const char *path)
 {
     struct stat sb;
     FILE *f;
 
     if (stat(path, &sb))
-        return errno;
+        return strerror(errno);
     if (S_ISDIR(sb.st_mode))
-        return EISDIR;
+        return strerror(EISDIR);
+    if (!S_ISREG(sb.st_mode))
+        return "not a regular file";
     if (access(path, R_OK))
-        return errno;
+        return strerror(errno);
     if (!(f = fopen(path, "r")))
-        return errno;
+        return strerror(errno);
     fclose(f);
-    return 0;
+    return NULL;
 }
 
-/* check_spool - spool_dir is a writable directory, or does not exist yet and its parent is a
- * writable directory that can hold it. */
+/* parent_dir - cut the last component of path in place: "a/b/" -> "a", "b" -> ".", "/b" -> "/". */
+static void parent_dir(char *path)
+{
+    size_t len = strlen(path);
+    char *slash;
+
+    while (len > 1 && path[len - 1] == '/')
+        path[--len] = '\0';
+    slash = strrchr(path, '/');
+    if (!slash)
+        strcpy(path, ".");
+    else if (slash == path)
+        path[1] = '\0';
+    else
+        *slash = '\0';
+}
+
+/* check_spool - spool_dir is a writable directory, or does not exist yet and its nearest
+ * existing ancestor is a writable directory: main.c creates the rest as "mkdir -p" would. */
 static int check_spool(const struct rr_config *cfg, FILE *errs)
 {
     const char *dir = cfg->spool_dir, *file = file_name(cfg);
     struct config_origin o = cfg->origin[K_SPOOL_DIR];
     char parent[CONFIG_PATH_BYTES_MAX];
     struct stat sb;
-    size_t len;
 
     if (stat(dir, &sb) == 0) {
         if (!S_ISDIR(sb.st_mode))
@@ -1559,26 +1585,24 @@ static int check_spool(const struct rr_config *cfg, FILE *errs)
                           strerror(errno));
         return 0;
     }
-    if (errno != ENOENT)
+    if (errno != ENOENT && errno != ENOTDIR)  /* ENOTDIR: a file on the way, found below */
         return report(errs, file, o, "spool_dir: %s: %s", dir, strerror(errno));
 
-    /* the parent: strip trailing slashes, then the last component */
-    len = strlen(dir);
-    memcpy(parent, dir, len + 1);
-    while (len > 1 && parent[len - 1] == '/')
-        parent[--len] = '\0';
-    char *slash = strrchr(parent, '/');
-    if (!slash)
-        strcpy(parent, ".");
-    else if (slash == parent)
-        parent[1] = '\0';
-    else
-        *slash = '\0';
-    if (stat(parent, &sb) || !S_ISDIR(sb.st_mode))
-        return report(errs, file, o, "spool_dir: %s does not exist and neither does its "
-                      "parent directory %s", dir, parent);
+    memcpy(parent, dir, strlen(dir) + 1);     /* both CONFIG_PATH_BYTES_MAX */
+    for (;;) {
+        parent_dir(parent);
+        if (stat(parent, &sb) == 0)
+            break;
+        if ((errno != ENOENT && errno != ENOTDIR) || strcmp(parent, ".") == 0 ||
+            strcmp(parent, "/") == 0)
+            return report(errs, file, o, "spool_dir: %s cannot be created: %s: %s", dir,
+                          parent, strerror(errno));
+    }
+    if (!S_ISDIR(sb.st_mode))
+        return report(errs, file, o, "spool_dir: %s cannot be created: %s is not a directory",
+                      dir, parent);
     if (access(parent, W_OK | X_OK))
-        return report(errs, file, o, "spool_dir: %s does not exist and %s is not writable: %s",
+        return report(errs, file, o, "spool_dir: %s cannot be created: %s is not writable: %s",
                       dir, parent, strerror(errno));
     return 0;
 }
@@ -1595,11 +1619,10 @@ int config_check_files(const struct rr_config *cfg, FILE *errs)
 
     for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
         const struct key_def *def = &keys[files[i]];
-        const char *path = (const char *)cfg + def->offset;
-        int e;
-        if (*path && (e = readable(path)))
+        const char *path = (const char *)cfg + def->offset, *why;
+        if (*path && (why = unreadable(path)))
             problems += report(errs, file, cfg->origin[files[i]], "%s: cannot read %s: %s",
-                               def->name, path, strerror(e));
+                               def->name, path, why);
     }
     if (cfg->dovecot_socket[0] && stat(cfg->dovecot_socket, &sb))
         problems += report(errs, file, cfg->origin[K_DOVECOT_SOCKET], "dovecot_socket: %s: %s",

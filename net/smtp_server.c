@@ -154,6 +154,7 @@ struct txn *txn_new(struct conn *c)
         t->rcpt_cap = cap;
     }
     memset(t, 0, offsetof(struct txn, rcpt_cap));
+    t->rcpt_count = 0;
     t->conn = c;
     c->txn = t;
     return t;

@@ -993,6 +993,18 @@ static void test_check_files(void)
     free(errs);
     config_free(&cfg);
 
+    /* a spool several levels below the nearest existing directory: main.c does mkdir -p */
+    snprintf(o1, sizeof(o1), "server.spool_dir=%s", path_in("no/such/parents/spool//"));
+    char *ov_deep[] = { o1 };
+    problems = load_text(&cfg, "", ov_deep, 1, &errs);
+    free(errs);
+    e = open_memstream(&errs, &size);
+    problems += config_check_files(&cfg, e);
+    fclose(e);
+    CHECK(problems == 0, "deep spool: %s", errs);
+    free(errs);
+    config_free(&cfg);
+
     /* everything missing: one line per key, at that key's line */
     for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
         unlink(path_in(names[i]));
@@ -1019,7 +1031,7 @@ static void test_check_files(void)
     char o3[1024], o4[1024], o5[1024];
     snprintf(o3, sizeof(o3), "auth.dovecot_socket=%s", path_in("auth.sock"));
     snprintf(o4, sizeof(o4), "tls.cert=%s", tmpdir);
-    snprintf(o5, sizeof(o5), "server.spool_dir=%s", path_in("no-parent/spool"));
+    snprintf(o5, sizeof(o5), "server.spool_dir=%s", path_in("spool-file/a/spool"));
     char *ov_bad[] = { o3, o4, o5 };
     problems = load_text(&cfg, "", ov_bad, 3, &errs);
     CHECK(problems == 0, "bad -o load: %s", errs);
@@ -1033,9 +1045,23 @@ static void test_check_files(void)
     CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
     snprintf(line, sizeof(line), "-o:2: cert: cannot read %s: Is a directory", tmpdir);
     CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
-    snprintf(line, sizeof(line), "-o:3: spool_dir: %s does not exist and neither does its "
-             "parent directory %s", path_in("no-parent/spool"), path_in("no-parent"));
+    snprintf(line, sizeof(line), "-o:3: spool_dir: %s cannot be created: %s is not a "
+             "directory", path_in("spool-file/a/spool"), path_in("spool-file"));
     CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
+    free(errs);
+    config_free(&cfg);
+
+    /* a FIFO is refused without being opened (opening it would block) */
+    mkfifo(path_in("fifo"), 0600);
+    snprintf(text, sizeof(text), "[policy]\nhost_registry = %s\n", path_in("fifo"));
+    problems = load_text(&cfg, text, NULL, 0, &errs);
+    free(errs);
+    e = open_memstream(&errs, &size);
+    problems = config_check_files(&cfg, e);
+    fclose(e);
+    snprintf(line, sizeof(line), "%s:2: host_registry: cannot read %s: not a regular file",
+             conf_path, path_in("fifo"));
+    CHECK(problems == 1 && has_line(errs, line), "fifo: %s", errs);
     free(errs);
     config_free(&cfg);
 
