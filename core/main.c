@@ -362,6 +362,14 @@ int main(int argc, char **argv)
               "skipped_bytes=%" PRIu64, recovered, st.segments, st.incomplete, st.bad_bytes);
     sample_free_space(cfg->spool_dir);
 
+    for (unsigned i = 0; i < cfg->listener_count; i++)
+        if (cfg->listeners[i].tls != TLS_NONE) {
+            /* Refuse rather than serve plaintext where the operator asked for TLS. */
+            log_event(LOG_FATAL, "event=config_error listener=%s error=\"TLS listeners are not "
+                      "supported by this build\"", cfg->listeners[i].name);
+            return 1;
+        }
+
     ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     engine.count = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
     engine.workers = rr_calloc(engine.count, sizeof(struct worker));

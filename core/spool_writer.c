@@ -7,8 +7,10 @@
  * Life of a message: begin binds it to the current segment and gives it a queue id. Each
  * write reserves the next aligned range of the segment (a plain counter: the segment
  * belongs to this worker alone) and goes out as one IORING_OP_WRITEV of {record header,
- * payload iovecs, padding}. Commit waits until the message's writes are done, writes the
- * COMMIT record, and when that is done puts the message on the segment's wait list. At most
+ * payload iovecs, padding}. Commit writes the last piece of content and the COMMIT record
+ * in one write (a small message is thus one write in all); when every write of the message
+ * has completed, the message goes on the segment's wait list. Records need not land in
+ * order: the fsync is what orders them, and it is only issued for completed writes. At most
  * one fdatasync per segment is in flight; when it completes, everything it covered is
  * durable and gets done(0), and the messages that queued up meanwhile go into the next one.
  * Under load one fsync thus serves many messages (group commit).
@@ -60,8 +62,10 @@ struct spool_wop {
     uint32_t len;                 /* bytes the write must put down */
     struct spool_msg_w *m;        /* message it belongs to */
     struct spool_seg *seg;        /* segment written */
-    struct spool_rec rec;         /* record header, first iovec */
-    struct iovec iov[SPOOL_WOP_IOV_MAX + 2]; /* header, payload, padding */
+    struct spool_rec rec;         /* first record header (DATA, or the COMMIT) */
+    struct spool_rec rec2;        /* DATA record written together with a COMMIT */
+    unsigned iov_count;           /* entries of iov in use */
+    struct iovec iov[SPOOL_WOP_IOV_MAX + 6]; /* per record: header, payload, padding */
 };
 
 struct spool_worker {
@@ -286,28 +290,55 @@ int spool_msg_begin(struct worker *w, struct spool_msg_w *m)
     return 0;
 }
 
-/* wop_submit - reserve space, seal the record and submit its write. */
-static void wop_submit(struct worker *w, struct spool_wop *o, unsigned payload_iov)
+/* group_fsync - start the segment's next group commit if one is due and none runs. */
+static void group_fsync(struct worker *w, struct spool_seg *g)
+{
+    struct io_uring_sqe *sqe;
+
+    if (g->fsync_inflight || !g->wait_head)
+        return;
+    g->sync_list = g->wait_head;
+    g->wait_head = g->wait_tail = NULL;
+    g->fsync_inflight = true;
+    w->spool->ops_inflight++;
+    sqe = engine_sqe(w);
+    io_uring_prep_fsync(sqe, g->fd, IORING_FSYNC_DATASYNC);
+    io_uring_sqe_set_data64(sqe, engine_ud(OP_SPOOL_FSYNC, g->slot, g->gen));
+    metrics_add(&w->m->spool_fsyncs, 1);
+}
+
+/* wop_add - append one sealed record (header, payload iovecs, padding) to a write. */
+static void wop_add(struct spool_wop *o, struct spool_rec *rec, uint32_t key,
+                    const struct iovec *payload, unsigned n)
+{
+    uint64_t len = 0, span;
+
+    for (unsigned i = 0; i < n; i++)
+        len += payload[i].iov_len;
+    rec->len = (uint32_t)len;
+    spool_rec_seal(rec, key, payload, n);
+    span = spool_rec_span(len);
+    o->iov[o->iov_count++] = (struct iovec){ rec, sizeof(*rec) };
+    for (unsigned i = 0; i < n; i++)
+        o->iov[o->iov_count++] = payload[i];
+    if (span > SPOOL_REC_BYTES + len)
+        o->iov[o->iov_count++] = (struct iovec){ (void *)zero_pad, span - SPOOL_REC_BYTES - len };
+    o->len += (uint32_t)span;
+}
+
+/* wop_submit - reserve the write's range of the segment and submit it. */
+static void wop_submit(struct worker *w, struct spool_wop *o)
 {
     struct spool_seg *g = o->seg;
     struct io_uring_sqe *sqe;
-    uint64_t payload = o->rec.len;
-    uint64_t span = spool_rec_span(payload);
-    unsigned n = 1 + payload_iov;
-    uint64_t off;
+    uint64_t off = g->write_off;
 
-    spool_rec_seal(&o->rec, g->key, &o->iov[1], payload_iov);
-    o->iov[0] = (struct iovec){ &o->rec, sizeof(o->rec) };
-    if (span > SPOOL_REC_BYTES + payload)
-        o->iov[n++] = (struct iovec){ (void *)zero_pad, span - SPOOL_REC_BYTES - payload };
-    o->len = (uint32_t)span;
-    off = g->write_off;
-    g->write_off += span;
+    g->write_off += o->len;
     g->writes_inflight++;
     o->m->inflight++;
     w->spool->ops_inflight++;
     sqe = engine_sqe(w);
-    io_uring_prep_writev(sqe, g->fd, o->iov, n, off);
+    io_uring_prep_writev(sqe, g->fd, o->iov, o->iov_count, off);
     io_uring_sqe_set_data64(sqe, engine_ud(OP_SPOOL_WRITE, (uint32_t)(o - w->spool->wops), o->gen));
     metrics_add(&w->m->spool_writes, 1);
 }
@@ -329,9 +360,22 @@ static struct spool_wop *wop_get(struct worker *w, struct spool_msg_w *m, uint16
     o->m = m;
     o->seg = m->seg;
     o->commit = false;
+    o->len = 0;
+    o->iov_count = 0;
     memset(&o->rec, 0, sizeof(o->rec));
-    o->rec.qid = m->qid;
+    memset(&o->rec2, 0, sizeof(o->rec2));
     return o;
+}
+
+/* add_data - a DATA record for payload iov[0..n) into write o. */
+static void add_data(struct spool_wop *o, struct spool_msg_w *m, struct spool_rec *rec,
+                     const struct iovec *iov, unsigned n)
+{
+    rec->type = SPOOL_REC_DATA;
+    rec->qid = m->qid;
+    rec->seq = m->chunks++;
+    wop_add(o, rec, m->seg->key, iov, n);
+    m->bytes += rec->len;
 }
 
 /* spool_msg_write - one DATA record from iovecs of one buffer. */
@@ -339,19 +383,11 @@ void spool_msg_write(struct worker *w, struct spool_msg_w *m, uint16_t bid,
                      const struct iovec *iov, unsigned n)
 {
     struct spool_wop *o = wop_get(w, m, bid);
-    uint64_t len = 0;
 
-    for (unsigned i = 0; i < n; i++) {
-        o->iov[1 + i] = iov[i];
-        len += iov[i].iov_len;
-    }
-    o->rec.type = SPOOL_REC_DATA;
-    o->rec.len = (uint32_t)len;
-    o->rec.seq = m->chunks++;
-    m->bytes += len;
+    add_data(o, m, &o->rec, iov, n);
     if (bid != ENGINE_BUF_NONE)
         w->bufs[bid].refs++;
-    wop_submit(w, o, n);
+    wop_submit(w, o);
 }
 
 /* finish - the message is over: tell its owner once. */
@@ -364,37 +400,38 @@ static void finish(struct worker *w, struct spool_msg_w *m, int err)
     seg_maybe_close(w, g);
 }
 
-/* commit_submit - all content is written: write the COMMIT record. */
-static void commit_submit(struct worker *w, struct spool_msg_w *m)
+/* spool_msg_commit - the last content (if any) and the COMMIT record in one write. The
+ * message joins its segment's next group commit once all its writes have completed. */
+void spool_msg_commit(struct worker *w, struct spool_msg_w *m, uint16_t bid,
+                      const struct iovec *iov, unsigned n, const char *env, uint32_t len)
 {
     struct spool_wop *o;
+    struct iovec e = { (void *)env, len };
 
-    if (m->err || m->seg->state == SEG_BROKEN) {
-        finish(w, m, m->err ? m->err : -EIO);
-        return;
-    }
-    if (!spool_writes_available(w, 1)) {
-        /* Cannot happen while slots are sized above sessions x writes; fail safe anyway. */
-        finish(w, m, -EAGAIN);
-        return;
-    }
-    o = wop_get(w, m, ENGINE_BUF_NONE);
-    o->commit = true;
-    o->iov[1] = (struct iovec){ (void *)m->envelope, m->envelope_len };
-    o->rec.type = SPOOL_REC_COMMIT;
-    o->rec.len = m->envelope_len;
-    o->rec.seq = m->chunks;
-    wop_submit(w, o, 1);
-}
-
-/* spool_msg_commit - commit now or when the last content write completes. */
-void spool_msg_commit(struct worker *w, struct spool_msg_w *m, const char *env, uint32_t len)
-{
     m->envelope = env;
     m->envelope_len = len;
     m->committing = true;
-    if (!m->inflight)
-        commit_submit(w, m);
+    if (m->err || m->seg->state == SEG_BROKEN) {
+        if (!m->inflight)
+            finish(w, m, m->err ? m->err : -EIO);
+        else if (!m->err)
+            m->err = -EIO;
+        return;
+    }
+    o = wop_get(w, m, bid);
+    o->commit = true;
+    if (n) {
+        add_data(o, m, &o->rec2, iov, n);
+        if (bid != ENGINE_BUF_NONE)
+            w->bufs[bid].refs++;
+    }
+    /* The commit claims every chunk, including the one just added; its size line was
+     * written by the caller from the same count of bytes. */
+    o->rec.type = SPOOL_REC_COMMIT;
+    o->rec.qid = m->qid;
+    o->rec.seq = m->chunks;
+    wop_add(o, &o->rec, m->seg->key, &e, 1);
+    wop_submit(w, o);
 }
 
 /* spool_msg_abort - abandon a message that will not be committed. */
@@ -409,24 +446,7 @@ bool spool_msg_abort(struct worker *w, struct spool_msg_w *m)
     return true;
 }
 
-/* group_fsync - start the segment's next group commit if one is due and none runs. */
-static void group_fsync(struct worker *w, struct spool_seg *g)
-{
-    struct io_uring_sqe *sqe;
-
-    if (g->fsync_inflight || !g->wait_head)
-        return;
-    g->sync_list = g->wait_head;
-    g->wait_head = g->wait_tail = NULL;
-    g->fsync_inflight = true;
-    w->spool->ops_inflight++;
-    sqe = engine_sqe(w);
-    io_uring_prep_fsync(sqe, g->fd, IORING_FSYNC_DATASYNC);
-    io_uring_sqe_set_data64(sqe, engine_ud(OP_SPOOL_FSYNC, g->slot, g->gen));
-    metrics_add(&w->m->spool_fsyncs, 1);
-}
-
-/* write_done - a record write completed with res. */
+/* write_done - a write completed with res. */
 static void write_done(struct worker *w, struct spool_wop *o, int res)
 {
     struct spool_msg_w *m = o->m;
@@ -449,12 +469,16 @@ static void write_done(struct worker *w, struct spool_wop *o, int res)
         seg_broken(w, g, "write", err);
     if (err && !m->err)
         m->err = err;
-
-    if (o->commit) {
+    if (m->inflight)
+        return;
+    if (m->aborted) {
+        finish(w, m, -ECANCELED);
+    } else if (m->committing) {
         if (m->err) {
             finish(w, m, m->err);
             return;
         }
+        /* Every record of the message is written: the next fsync makes it durable. */
         m->next = NULL;
         if (g->wait_tail)
             g->wait_tail->next = m;
@@ -462,14 +486,6 @@ static void write_done(struct worker *w, struct spool_wop *o, int res)
             g->wait_head = m;
         g->wait_tail = m;
         group_fsync(w, g);
-        return;
-    }
-    if (m->inflight)
-        return;
-    if (m->aborted) {
-        finish(w, m, -ECANCELED);
-    } else if (m->committing) {
-        commit_submit(w, m);
     }
 }
 

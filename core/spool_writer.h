@@ -3,9 +3,10 @@
  *
  * A session starts a message (spool_msg_begin), hands over content as it arrives
  * (spool_msg_write: iovecs into a receive buffer, which stays held until the write is done),
- * and commits it with its envelope (spool_msg_commit). The writer writes the COMMIT record
- * once every DATA write is done, then waits for the next group fdatasync of the segment and
- * calls the message's done() with 0 (durable: send 250) or -errno (send 451/452).
+ * and commits it with its envelope (spool_msg_commit, usually in the same write as the last
+ * content). Once every write of the message has completed it joins the segment's next group
+ * fdatasync, after which the message's done() is called with 0 (durable: send 250) or
+ * -errno (send 451/452). Writes may complete in any order: recovery checks each record.
  * Nothing here blocks: open, write, fsync and the directory sync are ring operations.
  */
 #ifndef RR_SPOOL_WRITER_H
@@ -61,8 +62,11 @@ int spool_msg_begin(struct worker *w, struct spool_msg_w *m);
 void spool_msg_write(struct worker *w, struct spool_msg_w *m, uint16_t bid,
                      const struct iovec *iov, unsigned n);
 
-/* spool_msg_commit - write the envelope once the content is written, then group-sync. */
-void spool_msg_commit(struct worker *w, struct spool_msg_w *m, const char *env, uint32_t len);
+/* spool_msg_commit - write the last content iov[0..n) (n may be 0; from buffer bid or static
+ * memory) and the COMMIT record with the envelope in one write; once every write of the
+ * message is done it joins the next group fdatasync, then done() is called. */
+void spool_msg_commit(struct worker *w, struct spool_msg_w *m, uint16_t bid,
+                      const struct iovec *iov, unsigned n, const char *env, uint32_t len);
 
 /* spool_msg_abort - give the message up. Returns true when it is finished now (the caller
  * may free it); false when writes are in flight (done() comes later with -ECANCELED). */

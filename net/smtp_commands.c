@@ -276,7 +276,7 @@ static void start_chunk(struct conn *c, struct cmd_ctx *x, const char *refusal)
     conn_set_state(c, ST_BDAT);
     conn_data_deadline(c);
     if (!c->bdat_left)
-        smtp_end_of_content(c);
+        smtp_end_of_content(c, ENGINE_BUF_NONE, NULL, 0);
 }
 
 static bool check_bdat(struct conn *c, struct cmd_ctx *x)
@@ -419,7 +419,7 @@ void smtp_command(struct conn *c, const char *line, size_t len, bool pending)
 /* ---- end of content ---- */
 
 /* envelope_build - the COMMIT payload: "key value" lines (see core/spool.h). */
-static void envelope_build(struct conn *c, struct txn *t)
+static void envelope_build(struct conn *c, struct txn *t, uint64_t bytes)
 {
     const struct rr_config *cfg = c->w->cfg;
     size_t cap = 1024 + strlen(c->helo) + (t->rcpt_count + 1) * (SMTP_PATH_BYTES_MAX + 8);
@@ -433,7 +433,7 @@ static void envelope_build(struct conn *c, struct txn *t)
     n = snprintf(t->envelope, cap,
                  "qid %s\ntime %lld\nsize %" PRIu64 "\nip %s\nhelo %s\nlogin \nlistener %s\n"
                  "proto %s\nbody %s\nsmtputf8 %d\nfrom %s\n",
-                 qid, (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000, t->sm.bytes,
+                 qid, (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000, bytes,
                  c->peer_text, c->helo, cfg->listeners[c->listener].name,
                  c->esmtp ? "ESMTP" : "SMTP",
                  t->params.body == SMTP_BODY_8BITMIME ? "8BITMIME" : "7BIT",
@@ -495,7 +495,7 @@ static void spool_done(struct worker *w, struct spool_msg_w *sm, int err)
 }
 
 /* smtp_end_of_content - the end of DATA or of a BDAT chunk. */
-void smtp_end_of_content(struct conn *c)
+void smtp_end_of_content(struct conn *c, uint16_t bid, struct iovec *iov, unsigned n)
 {
     struct txn *t = c->txn;
     static const enum metrics_msg_reason data_reason[SMTP_DATA_ERR_COUNT] = {
@@ -503,9 +503,8 @@ void smtp_end_of_content(struct conn *c)
         [SMTP_DATA_NUL] = MSG_NUL, [SMTP_DATA_LINE_TOO_LONG] = MSG_LINE_TOO_LONG,
         [SMTP_DATA_TOO_BIG] = MSG_SIZE,
     };
-    struct iovec iov[1];
-    unsigned n = 0;
     enum smtp_data_err err;
+    uint64_t bytes;
 
     if (c->state == ST_BDAT) {
         if (c->bdat_discard || !t) {
@@ -516,6 +515,8 @@ void smtp_end_of_content(struct conn *c)
             return;
         }
         if (!c->bdat_last) {
+            if (n)
+                spool_msg_write(c->w, &t->sm, bid, iov, n);
             conn_set_state(c, ST_MAIL);
             conn_idle_deadline(c);
             if (t->rd.err == SMTP_DATA_OK) {
@@ -523,9 +524,10 @@ void smtp_end_of_content(struct conn *c)
                 return;
             }
         } else if (t->rd.err == SMTP_DATA_OK) {
-            smtp_data_finish(&t->rd, iov, 1, &n);
-            if (n && t->rd.err == SMTP_DATA_OK)
-                spool_msg_write(c->w, &t->sm, ENGINE_BUF_NONE, iov, n);
+            unsigned before = n;
+            smtp_data_finish(&t->rd, iov, n + 1, &n);
+            if (n > before && bid != ENGINE_BUF_NONE && before == 0)
+                bid = ENGINE_BUF_NONE;  /* only the static CRLF: no buffer to hold */
         }
     }
     err = (enum smtp_data_err)t->rd.err;
@@ -536,9 +538,12 @@ void smtp_end_of_content(struct conn *c)
         after_txn(c);
         return;
     }
-    envelope_build(c, t);
+    bytes = t->sm.bytes;
+    for (unsigned i = 0; i < n; i++)
+        bytes += iov[i].iov_len;
+    envelope_build(c, t, bytes);
     t->sm.done = spool_done;
     conn_set_state(c, ST_COMMIT);
     engine_timer_set(c->w, &c->timer, 0);
-    spool_msg_commit(c->w, &t->sm, t->envelope, t->envelope_len);
+    spool_msg_commit(c->w, &t->sm, bid, iov, n, t->envelope, t->envelope_len);
 }

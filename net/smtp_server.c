@@ -133,12 +133,18 @@ void conn_idle_deadline(struct conn *c)
     engine_timer_set(c->w, &c->timer, c->w->now_ms + c->w->cfg->idle_timeout_ms);
 }
 
+/* rate_window_ms - the minimum data rate is judged over windows of this length. */
+static uint64_t rate_window_ms(const struct rr_config *cfg)
+{
+    return cfg->idle_timeout_ms < CONN_RATE_WINDOW_MS ? cfg->idle_timeout_ms : CONN_RATE_WINDOW_MS;
+}
+
 /* conn_data_deadline - start a DATA/BDAT phase: the rate window and the phase ceiling. */
 void conn_data_deadline(struct conn *c)
 {
     c->data_start_ms = c->w->now_ms;
     c->window_bytes = 0;
-    engine_timer_set(c->w, &c->timer, c->w->now_ms + CONN_RATE_WINDOW_MS);
+    engine_timer_set(c->w, &c->timer, c->w->now_ms + rate_window_ms(c->w->cfg));
 }
 
 /* txn_new - a transaction from the worker's free list, sized for max_recipients. */
@@ -462,24 +468,29 @@ static size_t content_in(struct conn *c, uint16_t bid, const char *data, size_t 
             c->bdat_left -= take;
             c->window_bytes += take;
             if (!c->bdat_left)
-                smtp_end_of_content(c);
+                smtp_end_of_content(c, ENGINE_BUF_NONE, NULL, 0);
             return take;
         }
     }
-    if (t->rd.err == SMTP_DATA_OK && !spool_writes_available(c->w, 3)) {
+    if (t->rd.err == SMTP_DATA_OK && !spool_writes_available(c->w, 2)) {
         wait_for_resources(c);
         return 0;
     }
-    used = smtp_data_feed(&t->rd, data, take, iov, SPOOL_WOP_IOV_MAX, &n, &done);
-    if (n && t->rd.err == SMTP_DATA_OK)
-        spool_msg_write(c->w, &t->sm, bid, iov, n);
+    used = smtp_data_feed(&t->rd, data, take, iov, SPOOL_WOP_IOV_MAX - 1, &n, &done);
     c->window_bytes += used;
     if (c->state == ST_BDAT) {
         c->bdat_left -= used;
         done = c->bdat_left == 0;
     }
-    if (done)
-        smtp_end_of_content(c);
+    if (t->rd.err != SMTP_DATA_OK)
+        n = 0;
+    if (done) {
+        /* The last content goes out with the commit record, in one write. */
+        smtp_end_of_content(c, bid, iov, n);
+        return used;
+    }
+    if (n)
+        spool_msg_write(c->w, &t->sm, bid, iov, n);
     return used;
 }
 
@@ -631,12 +642,13 @@ void smtp_server_timer(struct worker *w, struct engine_timer *t)
     if (c->closing || c->state == ST_COMMIT)
         return;
     if (c->state == ST_DATA || c->state == ST_BDAT) {
-        uint64_t need = (uint64_t)cfg->min_data_rate * CONN_RATE_WINDOW_MS / 1000;
+        uint64_t window = rate_window_ms(cfg);
+        uint64_t need = (uint64_t)cfg->min_data_rate * window / 1000;
         bool slow = c->window_bytes < need;
         bool over = cfg->data_timeout_ms && w->now_ms - c->data_start_ms >= cfg->data_timeout_ms;
         if (!slow && !over) {
             c->window_bytes = 0;
-            engine_timer_set(w, &c->timer, w->now_ms + CONN_RATE_WINDOW_MS);
+            engine_timer_set(w, &c->timer, w->now_ms + window);
             return;
         }
         conn_reply(c, "421 4.4.2 %s Error: %s", cfg->hostname,

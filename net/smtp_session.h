@@ -17,7 +17,8 @@
 #define CONN_OUT_BYTES       1536  /* pending replies; a pipelined group fits */
 #define CONN_OUT_ROOM        600   /* free room needed before handling one more command */
 #define CONN_IN_BUFS_MAX     8     /* queued receive buffers before receiving pauses */
-#define CONN_RATE_WINDOW_MS  30000 /* minimum data rate is judged over this window */
+#define CONN_RATE_WINDOW_MS  30000 /* longest window the minimum data rate is judged over
+                                      (shorter when idle_timeout is) */
 #define CONN_PEER_BYTES      48    /* printable peer address */
 
 enum smtp_state {
@@ -118,8 +119,10 @@ void smtp_server_resume(struct conn *c);
  * input already followed it. */
 void smtp_command(struct conn *c, const char *line, size_t len, bool pending);
 
-/* smtp_end_of_content - DATA terminator or BDAT LAST read: commit or refuse. */
-void smtp_end_of_content(struct conn *c);
+/* smtp_end_of_content - the DATA terminator or the end of a BDAT chunk was read; iov[0..n)
+ * is the content still to write, in buffer bid (n may be 0). Commits or refuses. iov must
+ * have room for one more entry (BDAT LAST may add a final CRLF). */
+void smtp_end_of_content(struct conn *c, uint16_t bid, struct iovec *iov, unsigned n);
 
 /* smtp_protocol_error - count a peer fault; past max_errors, 421 and close. */
 void smtp_protocol_error(struct conn *c, enum metrics_proto_reason reason);
