@@ -94,7 +94,7 @@ _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "unsigned is 32 bits");
 /* Every key of the flat sections; the row of keys[] and the index of cfg->origin[]. */
 enum key_id {
     K_HOSTNAME, K_WORKERS, K_SPOOL_DIR, K_METRICS_LISTEN, K_CONTROL_SOCKET, K_USER,
-    K_SPOOL_MIN_FREE, K_SEGMENT_SIZE,
+    K_SPOOL_MIN_FREE, K_SEGMENT_SIZE, K_COMMIT_DELAY,
     K_TLS_CERT, K_TLS_KEY,
     K_PASSWD_FILE, K_DOVECOT_SOCKET, K_PLAINTEXT, K_MAX_FAILURES,
     K_MAX_MESSAGE_SIZE, K_MAX_RECIPIENTS, K_IDLE_TIMEOUT, K_DATA_TIMEOUT, K_MIN_DATA_RATE,
@@ -122,6 +122,7 @@ enum key_type {
     T_SIZE,        /* bytes, with K M G suffixes */
     T_MS,          /* a duration stored in milliseconds */
     T_SEC,         /* a duration stored in whole seconds (bounds still in milliseconds) */
+    T_US,          /* a short duration stored in microseconds ("500us", "2ms", bounds in us) */
     T_BOOL,        /* yes/no/true/false/on/off/1/0 */
     T_ENUM,        /* one of names[] */
     T_ADDR,        /* one socket address; "" = off */
@@ -200,6 +201,8 @@ static const struct key_def keys[K_COUNT] = {
                            .max = 1ULL << 50, .dflt = "64M" },
     [K_SEGMENT_SIZE] = { "server", "segment_size", T_SIZE, CFG(segment_bytes_max),
                          .min = 64 * KIB, .max = 64 * GIB, .dflt = "64M" },
+    [K_COMMIT_DELAY] = { "server", "commit_delay", T_US, CFG(commit_delay_us),
+                         .max = 100000, .dflt = "1ms" },
 
     /* [tls] */
     [K_TLS_CERT] = { "tls", "cert", T_PATH, CFG(tls_cert), .dflt = "" },
@@ -217,7 +220,7 @@ static const struct key_def keys[K_COUNT] = {
     [K_MAX_MESSAGE_SIZE] = { "limits", "max_message_size", T_SIZE, CFG(message_bytes_max),
                              .min = KIB, .max = 4 * GIB, .dflt = "35M" },
     [K_MAX_RECIPIENTS] = { "limits", "max_recipients", T_UINT, CFG(rcpt_count_max),
-                           .min = 1, .max = 100000, .dflt = "50" },
+                           .min = 1, .max = 1000, .dflt = "50" },
     [K_IDLE_TIMEOUT] = { "limits", "idle_timeout", T_MS, CFG(idle_timeout_ms),
                          .min = 100, .max = MS_PER_D, .dflt = "300s" },
     [K_DATA_TIMEOUT] = { "limits", "data_timeout", T_MS, CFG(data_timeout_ms),
@@ -706,7 +709,7 @@ static const char *fmt_number(const struct key_def *def, uint64_t v, char *buf, 
         return fmt_duration(v, buf, size);
     if (def->type == T_SIZE)
         return fmt_size(v, buf, size);
-    snprintf(buf, size, "%llu", (unsigned long long)v);
+    snprintf(buf, size, def->type == T_US ? "%lluus" : "%llu", (unsigned long long)v);
     return buf;
 }
 
@@ -859,6 +862,22 @@ static int set_number(struct parse_state *st, const struct key_def *def, void *b
             return problem(st, o, "%s: '%s' is not a size (a number of bytes, optionally "
                            "with K, M or G)", def->name, value);
         break;
+    case T_US: {
+        size_t len = strlen(value);
+        const char *end;
+        if (len > 2 && !strcmp(value + len - 2, "us")) {
+            rc = parse_digits(value, &v, &end) || end != value + len - 2;
+        } else {
+            rc = config_parse_duration_ms(value, &v);
+            if (!rc && v > UINT64_MAX / 1000)
+                rc = -1;
+            v *= 1000;
+        }
+        if (rc)
+            return problem(st, o, "%s: '%s' is not a duration (a number with us, ms or s)",
+                           def->name, value);
+        break;
+    }
     default:
         rc = config_parse_duration_ms(value, &v);
         if (rc)
@@ -991,6 +1010,7 @@ static int set_key(struct parse_state *st, const struct key_def *def, void *base
     case T_SIZE:
     case T_MS:
     case T_SEC:
+    case T_US:
         return set_number(st, def, base, value, o);
     case T_BOOL: {
         bool b;

@@ -227,6 +227,7 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe, uint64_t *last_
     case OP_SPOOL_OPEN:
     case OP_SPOOL_HEADER:
     case OP_SPOOL_DIRSYNC:
+    case OP_SPOOL_DELAY:
         spool_complete(w, op, slot, ud_gen(ud), cqe->res);
         break;
     case OP_HTTP_ACCEPT:
@@ -326,6 +327,7 @@ static void *worker_main(void *arg)
     for (unsigned i = 0; i < w->listen_count; i++)
         arm_accept(w, i);
     w->accepting = true;
+    log_batch_begin();
     arm_tick(w);
     arm_wake(w);
     if (w->http)
@@ -339,6 +341,7 @@ static void *worker_main(void *arg)
         if (w->stopping && !w->conn_count && !spool_worker_busy(w) &&
             (!w->http || http_metrics_idle(w)))
             break;
+        log_flush();
         io_uring_submit_and_wait(&w->ring, 1);
         w->now_ns = now_ns();
         w->now_ms = w->now_ns / 1000000;
@@ -353,6 +356,7 @@ static void *worker_main(void *arg)
             smtp_server_buffers_back(w);
         }
     }
+    log_flush();
 out:
     __atomic_store_n(&w->done, true, __ATOMIC_RELEASE);
     return NULL;

@@ -44,6 +44,7 @@ enum engine_op {
     OP_SPOOL_OPEN,    /* slot = segment */
     OP_SPOOL_HEADER,  /* slot = segment */
     OP_SPOOL_DIRSYNC, /* slot = segment */
+    OP_SPOOL_DELAY,   /* slot = segment: commit delay over */
     OP_HTTP_ACCEPT,   /* metrics listener */
     OP_HTTP_RECV,     /* slot = http client */
     OP_HTTP_SEND,     /* slot = http client */

@@ -2,8 +2,10 @@
  * log.c - key=value event lines on stderr.
  *
  * log_event() formats into a stack buffer and writes the whole line with one write(2), so
- * lines from several threads never interleave. log_q() makes any byte string safe as a
- * value.
+ * lines from several threads never interleave. A worker thread batches: its lines of one
+ * loop pass go out in one write(2) at the end of the pass (log_batch_begin/log_flush), so a
+ * busy worker does not pay a system call per accepted message. log_q() makes any byte
+ * string safe as a value.
  *
  * SECURITY: every value that a peer controls must pass through log_q()/log_qn(): control
  * bytes, spaces, quotes and '=' are escaped or quoted, and values are cut at 400 bytes.
@@ -22,6 +24,42 @@
 #define LOG_Q_INPUT_MAX     400   /* input bytes considered before "..." */
 
 bool log_verbose;
+
+/* Per-thread batch: a worker collects the lines of one loop pass and writes them at once. */
+#define LOG_BATCH_BYTES (64 * 1024)
+static __thread char *batch;        /* NULL: write each line at once */
+static __thread size_t batch_len;
+
+/* write_all - write(2) until done; an error is dropped (there is nowhere to report it). */
+static void write_all(const char *p, size_t n)
+{
+    for (size_t off = 0; off < n;) {
+        ssize_t w = write(STDERR_FILENO, p + off, n - off);
+        if (w < 0 && errno == EINTR)
+            continue;
+        if (w <= 0)
+            break;
+        off += (size_t)w;
+    }
+}
+
+/* log_batch_begin - from now on this thread's lines wait for log_flush(). */
+void log_batch_begin(void)
+{
+    static __thread char space[LOG_BATCH_BYTES];
+
+    batch = space;
+    batch_len = 0;
+}
+
+/* log_flush - write the lines this thread collected. */
+void log_flush(void)
+{
+    if (batch && batch_len) {
+        write_all(batch, batch_len);
+        batch_len = 0;
+    }
+}
 
 static const char *const level_name[] = { "debug", "info", "warn", "error", "fatal" };
 
@@ -56,15 +94,15 @@ void log_event(enum log_level level, const char *fmt, ...)
         n += (size_t)r;
     }
     line[n++] = '\n';
-    /* stderr may be a pipe; a short write is retried, an error is dropped (nowhere to say it). */
-    for (size_t off = 0; off < n;) {
-        ssize_t w = write(STDERR_FILENO, line + off, n - off);
-        if (w < 0 && errno == EINTR)
-            continue;
-        if (w <= 0)
-            break;
-        off += (size_t)w;
+    if (!batch || level >= LOG_ERROR) {
+        log_flush();  /* keep the order of lines */
+        write_all(line, n);
+        return;
     }
+    if (batch_len + n > LOG_BATCH_BYTES)
+        log_flush();
+    memcpy(batch + batch_len, line, n);
+    batch_len += n;
 }
 
 /* plain - whether byte c may stand unquoted in a value. */

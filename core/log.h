@@ -18,6 +18,12 @@ extern bool log_verbose;  /* -v: debug lines too */
 /* log_event - print one line: timestamp, level, then the formatted key=value text. */
 void log_event(enum log_level level, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 
+/* log_batch_begin - this thread keeps its lines until log_flush() (errors go out at once). */
+void log_batch_begin(void);
+
+/* log_flush - write what this thread has kept. */
+void log_flush(void);
+
 /* log_q - s as a log value: bare when it is plain, else double-quoted with \" \\ \xNN escapes.
  * The result lives in a per-thread ring of 8 buffers of 512 bytes: valid until 8 more calls. */
 const char *log_q(const char *s);

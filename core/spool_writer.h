@@ -22,6 +22,7 @@
 #define SPOOL_SEGS_MAX        8     /* segments open at once per worker */
 #define SPOOL_WOPS_MAX        2048  /* spool writes in flight per worker */
 #define SPOOL_WOP_IOV_MAX     32    /* payload iovecs in one write */
+#define SPOOL_GROUP_MAX       256   /* messages waiting that start a delayed fsync at once */
 
 struct spool_seg;
 

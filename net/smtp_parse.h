@@ -32,7 +32,7 @@ enum smtp_parse_err {
     SMTP_PARSE_NUL,               /* 500 5.5.2 NUL or other control byte in a command line */
     SMTP_PARSE_BAD_SENDER,        /* 501 5.1.7 */
     SMTP_PARSE_BAD_RECIPIENT,     /* 501 5.1.3 */
-    SMTP_PARSE_LOCAL_TOO_LONG,    /* 501 5.1.3 (or 5.1.7 for MAIL, see smtp_parse_reply_mail) */
+    SMTP_PARSE_LOCAL_TOO_LONG,    /* 501 5.1.3 (or 5.1.7 for MAIL, see the for_mail argument of smtp_parse_reply) */
     SMTP_PARSE_DOMAIN_TOO_LONG,
     SMTP_PARSE_PATH_TOO_LONG,
     SMTP_PARSE_BAD_PARAM,         /* 501 5.5.4 malformed or repeated parameter */

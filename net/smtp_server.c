@@ -314,7 +314,6 @@ void smtp_server_accept(struct worker *w, unsigned li, int fd)
     const struct rr_config *cfg = w->cfg;
     socklen_t len;
     struct conn *c;
-    int one = 1;
 
     metrics_add(&w->m->connections_total[li], 1);
     if (!w->conn_free_count || w->stopping) {
@@ -353,7 +352,6 @@ void smtp_server_accept(struct worker *w, unsigned li, int fd)
     } else {
         strcpy(c->peer_text, "unknown");
     }
-    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     log_event(LOG_DEBUG, "event=connect session=%u:%u peer=%s listener=%s", w->id, c->slot,
               c->peer_text, cfg->listeners[li].name);
 
