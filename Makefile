@@ -103,7 +103,7 @@ run: deps
 
 bench: deps
 	$(Q)$(MAKE) --no-print-directory all
-	$(Q)sh bench/accept.sh
+	$(Q)bash bench/accept.sh
 
 clean:
 	rm -rf $(BUILD)
