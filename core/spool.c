@@ -192,7 +192,8 @@ int spool_scan_segment(int dir_fd, const char *name, spool_msg_cb cb, void *arg,
             while (off + step + 4096 <= size && !map[off] &&
                    !memcmp(map + off, map + off + 1, 4095) && !map[off + 4095])
                 off += 4096;
-            st->bad_bytes += step;
+            if (off + step <= size && memcmp(map + off, "\0\0\0\0\0\0\0\0", step))
+                st->bad_bytes += step;  /* zeros are never-written space, not damage */
             off += step;
             continue;
         }
