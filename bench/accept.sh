@@ -3,18 +3,22 @@
 # with Postfix's smtp-source as the load and smtp-sink as the ceiling (a sink that stores
 # nothing). See bench/README.md for the method and how to read the table.
 #
-# Usage: bench/accept.sh [-m MESSAGES] [-s SESSIONS] [-l BYTES] [-r REPS] [-d]
+# Usage: bench/accept.sh [-m MESSAGES] [-s SESSIONS] [-l BYTES] [-r REPS] [-w WORKERS] [-d]
 #   -d  reuse connections (smtp-source -d); default is one connection per message
+#   -w  ringrelay engine threads; default 1 on a machine of 2 CPUs or fewer (the load
+#       generator needs a core of its own there), else 0 (one per CPU)
 # Prints one table: median msgs/s of REPS runs, server CPU ms per 1000 messages, fsyncs per
 # message (ringrelay), and the ratios ringrelay/Postfix and ringrelay/ceiling.
 set -eu
 cd "$(dirname "$0")/.."
 
-MSGS=20000 SESSIONS=50 SIZE=1024 REPS=3 REUSE=""
-while getopts "m:s:l:r:d" o; do
+MSGS=20000 SESSIONS=50 SIZE=1024 REPS=3 REUSE="" WORKERS=0
+[ "$(nproc)" -le 2 ] && WORKERS=1
+while getopts "m:s:l:r:w:d" o; do
     case $o in
     m) MSGS=$OPTARG ;; s) SESSIONS=$OPTARG ;; l) SIZE=$OPTARG ;; r) REPS=$OPTARG ;;
-    d) REUSE=-d ;; *) echo "usage: $0 [-m N] [-s N] [-l N] [-r N] [-d]" >&2; exit 2 ;;
+    w) WORKERS=$OPTARG ;; d) REUSE=-d ;;
+    *) echo "usage: $0 [-m N] [-s N] [-l N] [-r N] [-w N] [-d]" >&2; exit 2 ;;
     esac
 done
 
@@ -60,7 +64,8 @@ measure() {  # measure NAME PORT: REPS runs, medians into RATE[NAME], CPU[NAME]
     CPU[$1]=$(printf '%s' "$cpus" | median)
 }
 
-echo "load: smtp-source $REUSE -s $SESSIONS -m $MSGS -l $SIZE, $REPS runs each, medians" >&2
+echo "load: smtp-source $REUSE -s $SESSIONS -m $MSGS -l $SIZE, $REPS runs each, medians;" \
+     "ringrelay workers=$WORKERS on $(nproc) CPUs" >&2
 
 # 1. ceiling: smtp-sink accepts and stores nothing
 smtp-sink -u postfix -c "127.0.0.1:$PORT_SINK" 1000 >/dev/null 2>&1 &
@@ -73,7 +78,7 @@ kill "$SINK_PID"; SINK_PID=""
 rr_start() {
     [ -n "${RR_PID:-}" ] && kill "$RR_PID" && wait "$RR_PID" 2>/dev/null
     rm -rf "$WORK/rr"; mkdir -p "$WORK/rr"
-    build/ringrelay -o "listener.default.listen=127.0.0.1:$PORT_RR" \
+    build/ringrelay -o "listener.default.listen=127.0.0.1:$PORT_RR" -o "server.workers=$WORKERS" \
         -o "server.spool_dir=$WORK/rr/spool" -o "server.metrics_listen=127.0.0.1:$PORT_METRICS" \
         2>"$WORK/rr/log" &
     RR_PID=$!
