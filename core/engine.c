@@ -350,10 +350,13 @@ static void *worker_main(void *arg)
             n++;
         }
         io_uring_cq_advance(&w->ring, n);
+        /* Sessions that waited for buffers or write slots resume when some came back;
+         * sessions that closed while waiting are reaped in any case. */
+        smtp_server_buffers_back(w, w->bufs_returned || w->spool_slots_freed);
+        w->spool_slots_freed = 0;
         if (w->bufs_returned) {
             io_uring_buf_ring_advance(w->br, (int)w->bufs_returned);
             w->bufs_returned = 0;
-            smtp_server_buffers_back(w);
         }
     }
     log_flush();

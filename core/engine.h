@@ -93,6 +93,7 @@ struct worker {
     struct engine_buf bufs[ENGINE_BUF_COUNT];
     unsigned bufs_returned;       /* buffers added since the last advance */
     unsigned bufs_out;            /* buffers held by sessions or spool writes */
+    unsigned spool_slots_freed;   /* spool write slots freed in this loop pass */
 
     int listen_fd[ENGINE_LISTEN_MAX];   /* listening sockets of this worker, -1 when closed */
     uint8_t listen_listener[ENGINE_LISTEN_MAX]; /* index of the [listener] it belongs to */

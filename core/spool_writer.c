@@ -487,6 +487,7 @@ static void write_done(struct worker *w, struct spool_wop *o, int res)
             engine_buf_release(w, o->bid);
     }
     w->spool->wop_free[w->spool->wop_free_count++] = (uint32_t)(o - w->spool->wops);
+    w->spool_slots_freed++;
     g->writes_inflight--;
     m->inflight--;
     if (err && err != -ENOSPC && err != -EDQUOT)

@@ -250,6 +250,8 @@ void conn_close(struct conn *c)
     txn_end(c);
     drop_input(c);
     cancel_recv(c);
+    if (c->send_active && c->fd >= 0)
+        shutdown(c->fd, SHUT_RDWR);  /* a peer that does not read must not pin the send */
     if (c->greet_timer) {
         struct io_uring_sqe *sqe = engine_sqe(c->w);
         io_uring_prep_timeout_remove(sqe, engine_ud(OP_GREET_TIMER, c->slot, c->gen), 0);
@@ -258,14 +260,15 @@ void conn_close(struct conn *c)
     conn_reap(c);
 }
 
-/* conn_close_after_reply - send what is queued, then close. */
+/* conn_close_after_reply - send what is queued, then close; a peer that does not take the
+ * reply within CONN_LINGER_MS is closed anyway. */
 void conn_close_after_reply(struct conn *c)
 {
     c->close_after_send = true;
     conn_set_state(c, ST_CLOSING);
     drop_input(c);
     cancel_recv(c);
-    engine_timer_set(c->w, &c->timer, 0);
+    engine_timer_set(c->w, &c->timer, c->w->now_ms + CONN_LINGER_MS);
     if (c->out_len)
         conn_flush(c);
     else
@@ -639,6 +642,10 @@ void smtp_server_timer(struct worker *w, struct engine_timer *t)
 
     if (c->closing || c->state == ST_COMMIT)
         return;
+    if (c->close_after_send) {  /* the last reply could not be delivered in time */
+        conn_close(c);
+        return;
+    }
     if (c->state == ST_DATA || c->state == ST_BDAT) {
         uint64_t window = rate_window_ms(cfg);
         uint64_t need = (uint64_t)cfg->min_data_rate * window / 1000;
@@ -662,17 +669,23 @@ void smtp_server_timer(struct worker *w, struct engine_timer *t)
     conn_close_after_reply(c);
 }
 
-/* smtp_server_buffers_back - resume sessions that waited for buffers or write slots. */
-void smtp_server_buffers_back(struct worker *w)
+/* smtp_server_buffers_back - reap closed waiters; resume the others if resources came back. */
+void smtp_server_buffers_back(struct worker *w, bool resources)
 {
     struct conn *list = srv->wait_head, *c, *next;
 
+    if (!list)
+        return;
     srv->wait_head = NULL;
     for (c = list; c; c = next) {
         next = c->wait_next;
         c->waiting = false;
         if (c->closing) {
             conn_reap(c);
+            continue;
+        }
+        if (!resources) {
+            wait_for_resources(c);  /* back on the list, nothing changed for it */
             continue;
         }
         process_input(c);

@@ -8,6 +8,7 @@
 #define RR_SMTP_SERVER_H
 
 #include <liburing.h>
+#include <stdbool.h>
 #include <stdint.h>
 
 #include "core/engine.h"
@@ -25,9 +26,10 @@ void smtp_server_complete(struct worker *w, enum engine_op op, uint32_t slot, ui
 /* smtp_server_timer - a session's wheel timer fired. */
 void smtp_server_timer(struct worker *w, struct engine_timer *t);
 
-/* smtp_server_buffers_back - receive buffers or spool writes were freed: resume sessions
- * that waited for them. */
-void smtp_server_buffers_back(struct worker *w);
+/* smtp_server_buffers_back - end of a loop pass: reap sessions that closed while waiting,
+ * and when resources came back (receive buffers or spool write slots were freed), resume
+ * the sessions that waited for them. */
+void smtp_server_buffers_back(struct worker *w, bool resources);
 
 /* smtp_server_stop - SIGTERM: idle sessions get 421 now, busy ones after their message. */
 void smtp_server_stop(struct worker *w);

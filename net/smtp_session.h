@@ -20,6 +20,7 @@
 #define CONN_RATE_WINDOW_MS  30000 /* longest window the minimum data rate is judged over
                                       (shorter when idle_timeout is) */
 #define CONN_PEER_BYTES      48    /* printable peer address */
+#define CONN_LINGER_MS       10000 /* most time a closing reply may take to be sent */
 
 enum smtp_state {
     ST_GREETING,                  /* connected, greeting not sent yet */
