@@ -156,6 +156,7 @@ static void begin_stop(struct worker *w)
         return;
     w->stopping = true;
     w->stop_deadline_ms = w->now_ms + ENGINE_STOP_GRACE_MS;
+    log_event(LOG_DEBUG, "event=worker_stopping worker=%u sessions=%u", w->id, w->conn_count);
     for (unsigned i = 0; i < w->listen_count; i++) {
         if (w->listen_fd[i] < 0)
             continue;
@@ -339,8 +340,10 @@ static void *worker_main(void *arg)
 
         refresh_config(w);
         if (w->stopping && !w->conn_count && !spool_worker_busy(w) &&
-            (!w->http || http_metrics_idle(w)))
+            (!w->http || http_metrics_idle(w))) {
+            io_uring_submit(&w->ring);  /* the last socket and file closes */
             break;
+        }
         log_flush();
         io_uring_submit_and_wait(&w->ring, 1);
         w->now_ns = now_ns();

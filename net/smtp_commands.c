@@ -492,6 +492,7 @@ static void spool_done(struct worker *w, struct spool_msg_w *sm, int err)
     after_txn(c);
     if (!c->closing && !c->close_after_send)
         smtp_server_resume(c);
+    conn_reap(c);
 }
 
 /* smtp_end_of_content - the end of DATA or of a BDAT chunk. */

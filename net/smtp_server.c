@@ -15,8 +15,10 @@
  * buffers run short; it resumes from the same byte.
  *
  * A session ends in conn_close(): it marks the session, cancels its receive and timer, lets
- * its transaction finish or orphans it to the spool, and frees the slot in conn_reap() once
- * the last operation in flight has completed. Completions carrying an older generation than
+ * its transaction finish or orphans it to the spool. The memory goes in conn_reap(), which
+ * every entry point (completion, timer, end of a loop pass, stop) calls as its very last
+ * use of the session, and which frees only once no operation is in flight any more; so no
+ * code path ever touches a freed session. Completions carrying an older generation than
  * the slot's are dropped (their buffers still go back).
  *
  * SECURITY: every byte is peer input. Command lines are bounded at 512 octets, queued input
@@ -189,8 +191,8 @@ void txn_end(struct conn *c)
         txn_free(t);
 }
 
-/* conn_reap - free the slot once nothing is in flight. */
-static void conn_reap(struct conn *c)
+/* conn_reap - free the slot once closed and nothing is in flight. The caller's last use. */
+void conn_reap(struct conn *c)
 {
     struct worker *w = c->w;
     struct io_uring_sqe *sqe;
@@ -244,6 +246,8 @@ void conn_close(struct conn *c)
 {
     if (c->closing)
         return;
+    if (c->txn && (c->state == ST_DATA || c->state == ST_BDAT))
+        metrics_add(&c->w->m->messages_rejected[MSG_ABORTED], 1);
     c->closing = true;
     conn_set_state(c, ST_CLOSING);
     engine_timer_set(c->w, &c->timer, 0);
@@ -257,7 +261,6 @@ void conn_close(struct conn *c)
         io_uring_prep_timeout_remove(sqe, engine_ud(OP_GREET_TIMER, c->slot, c->gen), 0);
         io_uring_sqe_set_data64(sqe, engine_ud(OP_NONE, 0, 0));
     }
-    conn_reap(c);
 }
 
 /* conn_close_after_reply - send what is queued, then close; a peer that does not take the
@@ -565,8 +568,6 @@ static void recv_done(struct conn *c, const struct io_uring_cqe *cqe)
         if (!c->closing)
             process_input(c);
     } else if (cqe->res == 0) {
-        if (c->txn && c->state != ST_COMMIT)
-            metrics_add(&c->w->m->messages_rejected[MSG_ABORTED], 1);
         conn_close(c);
     } else if (cqe->res == -ENOBUFS) {
         wait_for_resources(c);  /* re-armed when buffers come back */
@@ -644,6 +645,7 @@ void smtp_server_timer(struct worker *w, struct engine_timer *t)
         return;
     if (c->close_after_send) {  /* the last reply could not be delivered in time */
         conn_close(c);
+        conn_reap(c);
         return;
     }
     if (c->state == ST_DATA || c->state == ST_BDAT) {
@@ -667,6 +669,7 @@ void smtp_server_timer(struct worker *w, struct engine_timer *t)
         metrics_add(&w->m->protocol_errors[PROTO_TIMEOUT], 1);
     }
     conn_close_after_reply(c);
+    conn_reap(c);
 }
 
 /* smtp_server_buffers_back - reap closed waiters; resume the others if resources came back. */
@@ -692,6 +695,7 @@ void smtp_server_buffers_back(struct worker *w, bool resources)
         if (!c->recv_active && !c->recv_paused && !c->closing && !c->close_after_send &&
             !c->waiting)
             arm_recv(c);
+        conn_reap(c);
     }
     (void)w;
 }
@@ -711,13 +715,18 @@ void smtp_server_stop(struct worker *w)
         if (c->out_len + CONN_OUT_ROOM <= CONN_OUT_BYTES)
             conn_reply(c, "421 4.3.2 %s Service shutting down", w->cfg->hostname);
         conn_close_after_reply(c);
+        conn_reap(c);
     }
 }
 
 /* smtp_server_stop_now - close whatever is still open. */
 void smtp_server_stop_now(struct worker *w)
 {
-    for (uint32_t i = 0; i < w->conn_slots; i++)
-        if (w->conns[i])
-            conn_close(w->conns[i]);
+    for (uint32_t i = 0; i < w->conn_slots; i++) {
+        struct conn *c = w->conns[i];
+        if (c) {
+            conn_close(c);
+            conn_reap(c);
+        }
+    }
 }

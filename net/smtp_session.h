@@ -104,6 +104,7 @@ struct conn {
 void conn_reply(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void conn_flush(struct conn *c);
 void conn_close(struct conn *c);
+void conn_reap(struct conn *c);
 void conn_close_after_reply(struct conn *c);
 void conn_set_state(struct conn *c, enum smtp_state to);
 void conn_idle_deadline(struct conn *c);

@@ -17,7 +17,9 @@ Helpers
 Everything listens on 127.0.0.1 only. Timeouts are safety nets, never assertions about speed.
 """
 import os
+import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,7 +32,7 @@ import pytest
 
 REPO = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 READY_TIMEOUT = 10.0
-STOP_TIMEOUT = 20.0
+STOP_TIMEOUT = 10.0
 
 
 def _bin(env, default):
@@ -49,11 +51,49 @@ SLACK = 3.0 if IS_ASAN else 1.0
 SANITIZER_MARKERS = ("AddressSanitizer", "runtime error", "LeakSanitizer",
                      "UndefinedBehaviorSanitizer")
 
+
+
+def child_env(leaks=False):
+    """Environment for the programs under test. With sanitizer builds, leak checking at exit
+    is off unless asked for (test_robustness.py::test_no_leaks_at_exit checks it on its own),
+    so one exit-time leak does not fail every test; set ASAN_OPTIONS to override."""
+    env = os.environ.copy()
+    if "ASAN_OPTIONS" not in env:
+        env["ASAN_OPTIONS"] = "detect_leaks=%d" % (1 if leaks else 0)
+    env.setdefault("UBSAN_OPTIONS", "print_stacktrace=1")
+    return env
+
+
 QUEUED_RE = re.compile(rb"^250 2\.0\.0 Ok: queued as ([0-9A-F]{16})$")
 
 
+def _ephemeral_range():
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            lo, hi = (int(x) for x in f.read().split())
+            return lo, hi
+    except (OSError, ValueError):
+        return 32768, 60999
+
+
+_port_rng = random.Random(os.getpid() ^ int(time.time() * 1000))
+_ports_given = set()
+
+
 def free_port():
-    """A TCP port on 127.0.0.1 that was free a moment ago (bind to port 0, then close)."""
+    """A TCP port on 127.0.0.1 that is free now. Chosen outside the kernel's ephemeral range,
+    so that no outgoing connection on this machine can take it before the daemon binds it."""
+    lo, hi = _ephemeral_range()
+    candidates = [(1025, lo - 1), (hi + 1, 65535)]
+    candidates = [(a, b) for a, b in candidates if b - a > 1000]
+    for _ in range(200):
+        a, b = _port_rng.choice(candidates) if candidates else (1025, 65535)
+        port = _port_rng.randint(max(a, 10000) if b > 11000 else a, b)
+        if port in _ports_given or port in (2525, 9425):
+            continue
+        if port_is_free(port):
+            _ports_given.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
@@ -256,8 +296,34 @@ class Client:
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
+    def polite_close(self):
+        """QUIT (best effort) and close. Tests that mean to drop the connection use close()."""
+        if not self.closed:
+            try:
+                self.send(b"QUIT\r\n")
+                self.read_until_closed(3)
+            except (OSError, ConnectionClosed):
+                pass
         self.close()
+
+    def __exit__(self, *exc):
+        self.polite_close()
+
+
+def parse_replies(data):
+    """Complete replies in raw bytes; asserts nothing is left over."""
+    out, cur = [], []
+    lines = data.split(b"\r\n")
+    assert lines[-1] == b"", "incomplete reply data %r" % data
+    for raw in lines[:-1]:
+        s = raw.decode("utf-8", "replace")
+        assert re.match(r"^\d{3}([ -]|$)", s), "malformed reply line %r" % s
+        cur.append(s)
+        if len(s) == 3 or s[3] == " ":
+            out.append(Reply(cur))
+            cur = []
+    assert not cur, "unterminated multi-line reply %r" % cur
+    return out
 
 
 def queued_id(reply):
@@ -280,6 +346,7 @@ class Daemon:
         self.log_path = None
         self.port = None
         self.metrics_port = None
+        self.leaks = False          # sanitizer builds: leak check at exit
 
     # -- configuration
     def write_config(self):
@@ -299,12 +366,24 @@ class Daemon:
 
     # -- life cycle
     def start(self, new_ports=False):
-        if new_ports or self.port is None:
-            self.port = free_port()
-            self.metrics_port = free_port()
-            listen = self.sections.setdefault("listener.main", {})
-            listen["listen"] = "127.0.0.1:%d" % self.port
-            self.sections["server"]["metrics_listen"] = "127.0.0.1:%d" % self.metrics_port
+        """Start and wait for event=ready. Ports are (re)chosen on the first start or when
+        new_ports; then a port taken meanwhile by someone else is retried with others."""
+        for attempt in range(3):
+            chose = new_ports or self.port is None or attempt > 0
+            if chose:
+                self.port = free_port()
+                self.metrics_port = free_port()
+                listen = self.sections.setdefault("listener.main", {})
+                listen["listen"] = "127.0.0.1:%d" % self.port
+                self.sections["server"]["metrics_listen"] = "127.0.0.1:%d" % self.metrics_port
+            try:
+                return self._start_once()
+            except AssertionError:
+                if chose and "Address already in use" in self.log and attempt < 2:
+                    continue
+                raise
+
+    def _start_once(self):
         self.write_config()
         self.log_path = os.path.join(self.workdir, "ringrelay.%d.log" % self.restarts)
         self.restarts += 1
@@ -313,7 +392,7 @@ class Daemon:
         with open(self.log_path, "wb") as logf:
             self.proc = subprocess.Popen([RINGRELAY_BIN, "-c", self.config] + self.args,
                                          stdin=subprocess.DEVNULL, stdout=logf, stderr=logf,
-                                         cwd=self.workdir)
+                                         cwd=self.workdir, env=child_env(self.leaks))
         deadline = time.monotonic() + READY_TIMEOUT * SLACK
         while "event=ready" not in self.log:
             if self.proc.poll() is not None:
@@ -379,7 +458,7 @@ class Daemon:
     def ringctl(self, *args, timeout=60):
         return subprocess.run([RINGCTL_BIN, "-c", self.config] + list(args),
                               stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                              timeout=timeout * SLACK, cwd=self.workdir)
+                              timeout=timeout * SLACK, cwd=self.workdir, env=child_env())
 
     def spool_list(self):
         r = self.ringctl("spool")
@@ -446,6 +525,9 @@ def default_sections(workdir):
             "workers": 2,
             "spool_dir": os.path.join(workdir, "spool"),
             "spool_min_free": 0,
+            # Segments are preallocated: keep them small so hundreds of test daemons do not
+            # reserve gigabytes of /tmp.
+            "segment_size": "4M",
             "control_socket": os.path.join(workdir, "control.sock"),
         },
         "listener.main": {},
@@ -496,11 +578,25 @@ class DaemonFactory:
         return problems
 
 
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    rep = outcome.get_result()
+    setattr(item, "rep_" + rep.when, rep)
+
+
 @pytest.fixture
-def daemons(tmp_path_factory):
+def daemons(request, tmp_path_factory):
     f = DaemonFactory(tmp_path_factory)
     yield f
     problems = f.stop_all()
+    rep = getattr(request.node, "rep_call", None)
+    if not problems and rep is not None and rep.passed:
+        # keep the spool of a failed test for a post-mortem, drop the others
+        for d in f.daemons:
+            spool = d.sections["server"].get("spool_dir", "")
+            if spool.startswith(d.workdir) and not os.path.ismount(spool):
+                shutil.rmtree(spool, ignore_errors=True)
     assert not problems, "\n\n".join(problems)
 
 

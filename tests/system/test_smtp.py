@@ -3,11 +3,12 @@ import os
 import re
 import shutil
 import smtplib
+import socket
 import subprocess
 
 import pytest
 
-from conftest import SLACK, Client, make_message, queued_id
+from conftest import SLACK, Client, free_port, make_message, queued_id
 
 SWAKS = shutil.which("swaks")
 
@@ -341,3 +342,55 @@ def test_swaks(daemon, extra):
     assert b"\r\nHello from swaks.\r\n.leading dot\r\n" in eml
     assert b"\n" not in eml.replace(b"\r\n", b"")
     assert "improper_pipelining" not in daemon.log
+
+
+def test_smtputf8(daemon):
+    with daemon.client() as c:
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<j\u00fcrgen@example.com>".encode())
+        assert r.startswith("553 5.6.7"), r
+        r = c.cmd("MAIL FROM:<j\u00fcrgen@example.com> SMTPUTF8".encode())
+        assert r.code == 250, r
+        assert c.cmd("RCPT TO:<\u00e9l\u00e8ve@\u00e9cole.example>".encode()).code == 250
+        assert c.cmd("DATA").code == 354
+        m = "Subject: \u00fcber\r\n\r\ngr\u00fc\u00dfe\r\n".encode()
+        c.send(m + b".\r\n")
+        qid = queued_id(c.reply())
+    (env, eml), = daemon.export()
+    assert env["qid"] == qid and eml == m
+    assert env["smtputf8"] == "1"
+    assert env["from"] == "j\u00fcrgen@example.com"
+    assert env["rcpt"] == ["\u00e9l\u00e8ve@\u00e9cole.example"]
+
+
+def _ipv6_loopback(port=0):
+    try:
+        with socket.socket(socket.AF_INET6, socket.SOCK_STREAM) as s:
+            s.bind(("::1", port))
+            return s.getsockname()[1]
+    except OSError:
+        return None
+
+
+@pytest.mark.skipif(_ipv6_loopback() is None, reason="no IPv6 loopback")
+def test_ipv6_listener(daemons):
+    for _ in range(20):
+        p6 = _ipv6_loopback(free_port())
+        if p6:
+            break
+    d = daemons(start=False)
+    d.start()
+    d.stop()
+    d.set("listener.main", "listen", "127.0.0.1:%d, [::1]:%d" % (d.port, p6))
+    d.write_config()
+    d.start()
+    with Client(p6, host="::1") as c:
+        c.ehlo()
+        r = c.send_message(make_message("v6"))
+        qid = queued_id(r)
+    with d.client() as c:
+        c.ehlo()
+        queued_id(c.send_message(make_message("v4")))
+    got = d.export_by_qid()
+    assert got[qid][0]["ip"] == "::1"
+    assert len(got) == 2
