@@ -517,7 +517,7 @@ static const struct error_case error_cases[] = {
     { "[server]\nworkers = -1\n", 1, { "2: workers: '-1' is not a whole number" } },
     { "[server]\nworkers = 257\n", 1, { "2: workers: 257 is out of range (0..256)" } },
     { "[limits]\nmax_recipients = 0\n", 1,
-      { "2: max_recipients: 0 is out of range (1..100000)" } },
+      { "2: max_recipients: 0 is out of range (1..1000)" } },
     { "[limits]\nidle_timeout = 5 minutes\n", 1,
       { "2: idle_timeout: '5 minutes' is not a duration (a number with s, m, h, d or ms; "
         "bare = seconds)" } },
