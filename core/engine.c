@@ -147,6 +147,7 @@ static void arm_accept(struct worker *w, unsigned i)
 
     io_uring_prep_multishot_accept(sqe, w->listen_fd[i], NULL, NULL, SOCK_CLOEXEC);
     io_uring_sqe_set_data64(sqe, engine_ud(OP_ACCEPT, i, 0));
+    w->accepts_armed++;
 }
 
 /* begin_stop - SIGTERM: no new sessions; sessions finish what they do and leave. */
@@ -200,9 +201,11 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe, uint64_t *last_
             log_event(LOG_WARN, "event=accept_error worker=%u error=%s", w->id,
                       log_q(strerror(-cqe->res)));
         }
-        if (!(cqe->flags & IORING_CQE_F_MORE) && !w->stopping && slot < w->listen_count &&
-            w->listen_fd[slot] >= 0)
-            arm_accept(w, slot);
+        if (!(cqe->flags & IORING_CQE_F_MORE)) {
+            w->accepts_armed--;
+            if (!w->stopping && slot < w->listen_count && w->listen_fd[slot] >= 0)
+                arm_accept(w, slot);
+        }
         break;
     case OP_RECV:
     case OP_SEND:
@@ -339,7 +342,9 @@ static void *worker_main(void *arg)
         unsigned head, n = 0;
 
         refresh_config(w);
-        if (w->stopping && !w->conn_count && !spool_worker_busy(w) &&
+        /* Leave once nothing is in flight; accepts count too: a listening socket lives as
+         * long as a request on it, and a restart wants its port back at once. */
+        if (w->stopping && !w->conn_count && !spool_worker_busy(w) && !w->accepts_armed &&
             (!w->http || http_metrics_idle(w))) {
             io_uring_submit(&w->ring);  /* the last socket and file closes */
             break;
@@ -364,6 +369,8 @@ static void *worker_main(void *arg)
     }
     log_flush();
 out:
+    smtp_server_fini(w);
+    http_metrics_fini(w);
     __atomic_store_n(&w->done, true, __ATOMIC_RELEASE);
     return NULL;
 }
@@ -434,6 +441,14 @@ int engine_join(struct engine_shared *e)
         if (w->ring_ok)
             io_uring_queue_exit(&w->ring);
         close(w->wake_fd);
+        for (unsigned k = 0; k < w->listen_count; k++)
+            if (w->listen_fd[k] >= 0)
+                close(w->listen_fd[k]);
+    }
+    /* Metric shards last: worker 0's responder reads them all until it stops. */
+    for (unsigned i = 0; i < e->count; i++) {
+        free(e->workers[i].m);
+        e->workers[i].m = NULL;
     }
     return err;
 }

@@ -99,6 +99,7 @@ struct worker {
     uint8_t listen_listener[ENGINE_LISTEN_MAX]; /* index of the [listener] it belongs to */
     unsigned listen_count;
     bool accepting;               /* accepts armed */
+    unsigned accepts_armed;       /* multishot accepts in flight */
 
     struct conn **conns;          /* session table, connections_max slots */
     uint32_t *conn_free;          /* free slot stack */

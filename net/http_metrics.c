@@ -255,9 +255,29 @@ void http_metrics_stop(struct worker *w)
             shutdown(h->clients[i].fd, SHUT_RDWR);
 }
 
-/* http_metrics_idle - nothing in flight. */
+/* http_metrics_fini - release the responder (after the worker's loop). */
+void http_metrics_fini(struct worker *w)
+{
+    struct http_server *h = w->http;
+
+    if (!h)
+        return;
+    for (unsigned i = 0; i < HTTP_CLIENTS_MAX; i++) {
+        free(h->clients[i].resp);
+        if (h->clients[i].fd >= 0)
+            close(h->clients[i].fd);
+    }
+    if (h->listen_fd >= 0)
+        close(h->listen_fd);
+    free(h);
+    w->http = NULL;
+}
+
+/* http_metrics_idle - nothing in flight, the accept included. */
 bool http_metrics_idle(struct worker *w)
 {
+    if (w->http->accept_armed)
+        return false;
     for (unsigned i = 0; i < HTTP_CLIENTS_MAX; i++)
         if (w->http->clients[i].busy)
             return false;

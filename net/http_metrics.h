@@ -23,6 +23,9 @@ void http_metrics_complete(struct worker *w, enum engine_op op, uint32_t slot, u
 /* http_metrics_stop - stop accepting; clients in flight finish. */
 void http_metrics_stop(struct worker *w);
 
+/* http_metrics_fini - release the responder (after the worker's loop). */
+void http_metrics_fini(struct worker *w);
+
 /* http_metrics_idle - no client in flight. */
 bool http_metrics_idle(struct worker *w);
 

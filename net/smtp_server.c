@@ -74,6 +74,25 @@ int smtp_server_init(struct worker *w)
     return 0;
 }
 
+/* smtp_server_fini - release the session table and the transaction free list (on the
+ * worker, after its loop: no session is left). */
+void smtp_server_fini(struct worker *w)
+{
+    while (srv && srv->txn_free) {
+        struct txn *t = srv->txn_free;
+        srv->txn_free = t->free_next;
+        free(t);
+    }
+    for (uint32_t i = 0; i < w->conn_slots; i++)
+        free(w->conns[i]);  /* only after a forced stop: no operation is in flight any more */
+    free(w->conns);
+    free(w->conn_free);
+    w->conns = NULL;
+    w->conn_free = NULL;
+    free(srv);
+    srv = NULL;
+}
+
 /* conn_set_state - every state change passes here, so it can be traced. */
 void conn_set_state(struct conn *c, enum smtp_state to)
 {

@@ -16,6 +16,9 @@
 /* smtp_server_init - the session table of a worker. 0 or -errno. */
 int smtp_server_init(struct worker *w);
 
+/* smtp_server_fini - release what smtp_server_init allocated (after the worker's loop). */
+void smtp_server_fini(struct worker *w);
+
 /* smtp_server_accept - a new connection on listener index li. */
 void smtp_server_accept(struct worker *w, unsigned li, int fd);
 

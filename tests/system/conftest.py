@@ -52,7 +52,6 @@ SANITIZER_MARKERS = ("AddressSanitizer", "runtime error", "LeakSanitizer",
                      "UndefinedBehaviorSanitizer")
 
 
-
 def child_env(leaks=False):
     """Environment for the programs under test. With sanitizer builds, leak checking at exit
     is off unless asked for (test_robustness.py::test_no_leaks_at_exit checks it on its own),

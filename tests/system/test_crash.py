@@ -7,6 +7,7 @@ import threading
 import time
 
 from conftest import SLACK, Client, ConnectionClosed, QUEUED_RE, dot_stuff
+from conftest import queued_id as queued_id_of
 
 SMTP_SOURCE = "/usr/sbin/smtp-source"
 THREADS = 8
@@ -14,10 +15,11 @@ KILL_AFTER = 1.5          # seconds of load before SIGKILL
 RUN_LIMIT = 30.0          # safety net for the sender threads
 
 
-def make_body(tid, seq, rnd):
+def make_body(tid, seq, rnd, round_=0):
     size = rnd.choice([200, 2000, 20000, 120000])
     lines = [b"From: <t%d@example.com>" % tid, b"To: <r%d@example.net>" % tid,
-             b"Message-ID: <%d.%d@crash.test>" % (tid, seq), b"X-Seq: %d-%d" % (tid, seq),
+             b"Message-ID: <%d.%d.%d@crash.test>" % (round_, tid, seq),
+             b"X-Seq: %d-%d-%d" % (round_, tid, seq),
              b"Subject: crash test", b""]
     n = 0
     while n < size:
@@ -37,6 +39,7 @@ class Sender(threading.Thread):
         self.sent = {}         # "tid-seq" -> bytes, every message whose content was sent
         self.errors = 0
         self.rnd = random.Random(tid)
+        self.round = 0
 
     def run(self):
         deadline = time.monotonic() + RUN_LIMIT
@@ -48,7 +51,7 @@ class Sender(threading.Thread):
                     c = Client(self.port, timeout=5)
                     c.ehlo("t%d.example" % self.tid)
                 seq += 1
-                body = make_body(self.tid, seq, self.rnd)
+                body = make_body(self.tid, seq, self.rnd, self.round)
                 mail_from = "t%d@example.com" % self.tid
                 rcpts = ["r%d@example.net" % self.tid, "s%d.%d@example.org" % (self.tid, seq)]
                 # pipelined MAIL/RCPT/DATA
@@ -57,7 +60,7 @@ class Sender(threading.Thread):
                 rs = c.replies(2 + len(rcpts))
                 if [r.code for r in rs] != [250] * (1 + len(rcpts)) + [354]:
                     raise AssertionError("unexpected replies %r" % rs)
-                self.sent["%d-%d" % (self.tid, seq)] = body
+                self.sent["%d-%d-%d" % (self.round, self.tid, seq)] = body
                 c.send(dot_stuff(body) + b".\r\n")
                 r = c.reply()
                 m = QUEUED_RE.match(r.last.encode())
@@ -78,12 +81,16 @@ class Sender(threading.Thread):
             c.close()
 
 
-def test_sigkill_loses_nothing_acknowledged(daemons):
-    d = daemons(server={"workers": 2})
+def load_and_kill(d, kill_after, with_smtp_source=True):
+    """Run the senders (and smtp-source) against d, SIGKILL d after kill_after seconds, stop
+    the senders; returns (acked, sent) of this round."""
     stop = threading.Event()
     senders = [Sender(i, d.port, stop, reuse=(i % 2 == 0)) for i in range(THREADS)]
+    for s in senders:                  # each round sends different messages
+        s.rnd.seed(s.tid * 1000 + d.restarts)
+        s.round = d.restarts
     load = None
-    if os.access(SMTP_SOURCE, os.X_OK):
+    if with_smtp_source and os.access(SMTP_SOURCE, os.X_OK):
         load = subprocess.Popen([SMTP_SOURCE, "-s", "10", "-m", "1000000", "-l", "2000",
                                  "-f", "load@example.com", "-t", "sink@example.net",
                                  "127.0.0.1:%d" % d.port],
@@ -91,7 +98,7 @@ def test_sigkill_loses_nothing_acknowledged(daemons):
     try:
         for s in senders:
             s.start()
-        time.sleep(KILL_AFTER * SLACK)
+        time.sleep(kill_after * SLACK)
         d.kill()
         stop.set()
         for s in senders:
@@ -105,17 +112,15 @@ def test_sigkill_loses_nothing_acknowledged(daemons):
             except subprocess.TimeoutExpired:
                 load.kill()
                 load.wait(10)
-
-    acked = {}
-    sent = {}
+    acked, sent = {}, {}
     for s in senders:
         acked.update(s.acked)
         sent.update(s.sent)
-    assert len(acked) > 0, "no message was acknowledged before the kill"
-    print("acked %d, content sent %d" % (len(acked), len(sent)))
+    return acked, sent
 
-    d.start(new_ports=True)          # same spool_dir
-    assert "event=spool_recovered" in d.log
+
+def check_spool(d, acked, sent):
+    """Every acknowledged message is there, whole, with its envelope; nothing is torn."""
     got = d.export_by_qid()
     missing = sorted(set(acked) - set(got))
     assert not missing, "acknowledged but lost after SIGKILL: %s" % missing[:20]
@@ -130,6 +135,16 @@ def test_sigkill_loses_nothing_acknowledged(daemons):
         if env["from"].startswith("t") and qid not in acked:
             seq = eml.split(b"X-Seq: ", 1)[1].split(b"\r\n", 1)[0].decode()
             assert eml == sent[seq], "torn message %s" % qid
+    return got
+
+
+def test_sigkill_loses_nothing_acknowledged(daemons):
+    d = daemons(server={"workers": 2})
+    acked, sent = load_and_kill(d, KILL_AFTER)
+    assert len(acked) > 0, "no message was acknowledged before the kill"
+    d.start(new_ports=True)          # same spool_dir
+    assert "event=spool_recovered" in d.log
+    check_spool(d, acked, sent)
     # The restarted daemon serves.
     with d.client() as c:
         c.ehlo()
@@ -137,3 +152,32 @@ def test_sigkill_loses_nothing_acknowledged(daemons):
         assert r.code == 250
     total = d.metric("ringrelay_queue_messages")
     assert total is not None and total >= len(acked) + 1
+
+
+def test_repeated_sigkill(daemons):
+    """Three rounds of load and SIGKILL on the same spool, small segments so that they
+    rotate; after each restart everything acknowledged so far is still there."""
+    d = daemons(server={"workers": 2, "segment_size": "256K"})
+    acked, sent = {}, {}
+    for rnd in range(3):
+        if rnd:
+            d.start(new_ports=True)
+        a, s = load_and_kill(d, 0.7, with_smtp_source=False)
+        acked.update(a)
+        sent.update(s)
+    d.start(new_ports=True)
+    assert len(acked) > 0
+    got = check_spool(d, acked, sent)
+    assert d.metric("ringrelay_queue_messages") == len(got)
+
+
+def test_sigterm_restart_keeps_messages(daemons):
+    d = daemons()
+    with d.client() as c:
+        c.ehlo()
+        qids = [queued_id_of(c.send_message(b"Subject: %d\r\n\r\nx\r\n" % i)) for i in range(5)]
+    assert d.stop() == 0
+    d.start(new_ports=True)
+    assert "event=spool_recovered messages=5 " in d.log, d.log
+    assert d.metric("ringrelay_queue_messages") == 5
+    assert sorted(d.export_by_qid()) == sorted(qids)

@@ -50,11 +50,15 @@ def open_data(c, mail_from="a@example.com", rcpt="b@example.net"):
     assert r.code == 354, r
 
 
-@pytest.mark.parametrize("how", SPLITS)
-@pytest.mark.parametrize("name,wire,stored", STORED, ids=[s[0] for s in STORED])
+# Every stored-bytes row under every split, except byte by byte for long messages (slow, and
+# the seven-byte split already cuts them everywhere that matters).
+STORED_SPLITS = [(n, w, st, how) for (n, w, st) in STORED for how in SPLITS
+                 if not (how == "byte_by_byte" and len(w) > 600)]
+
+
+@pytest.mark.parametrize("name,wire,stored,how", STORED_SPLITS,
+                         ids=["%s-%s" % (r[0], r[3]) for r in STORED_SPLITS])
 def test_stored_bytes(daemon, name, wire, stored, how):
-    if how == "byte_by_byte" and len(wire) > 600:
-        pytest.skip("long message: covered by the other splits")
     with daemon.client() as c:
         c.ehlo()
         open_data(c)

@@ -240,3 +240,139 @@ def test_thousands_of_pipelined_commands(daemon):
         rs = c.replies(n, timeout=30)
         assert codes(rs) == [250 if i % 3 else 252 for i in range(n)]
         c.sentinel()
+
+
+def test_three_bdat_transactions_in_one_write(daemon):
+    contents = [b"Subject: %d\r\n\r\nbody %d\r\n" % (i, i) for i in range(3)]
+    blob = b"".join(b"MAIL FROM:<s%d@example.com>\r\nRCPT TO:<r%d@example.net>\r\n"
+                    b"BDAT %d LAST\r\n" % (i, i, len(m)) + m for i, m in enumerate(contents))
+    with daemon.client() as c:
+        c.ehlo()
+        c.send(blob + b"QUIT\r\n")
+        rs = parse_replies(c.read_until_closed(15))
+    assert codes(rs) == [250] * 9 + [221], rs
+    qids = [queued_id(rs[i]) for i in (2, 5, 8)]
+    got = daemon.export_by_qid()
+    assert len(got) == 3
+    for i, q in enumerate(qids):
+        env, eml = got[q]
+        assert eml == contents[i]
+        assert env["from"] == "s%d@example.com" % i and env["rcpt"] == ["r%d@example.net" % i]
+
+
+def test_bdat_then_rset_discards(daemon):
+    with daemon.client() as c:
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 15\r\n"
+               b"Subject: gone\r\n")
+        assert codes(c.replies(3)) == [250, 250, 250]
+        assert c.cmd("RSET").code == 250
+        assert c.cmd("RCPT TO:<b@example.net>").startswith("503 5.5.1")
+        m = b"Subject: kept\r\n\r\nx\r\n"
+        c.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT %d LAST\r\n"
+               % len(m) + m)
+        rs = c.replies(3)
+        qid = queued_id(rs[2])
+        # a chunk, then EHLO (which also resets), then QUIT: nothing more is stored
+        c.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 3\r\nabc")
+        assert codes(c.replies(3)) == [250, 250, 250]
+        c.ehlo()
+        assert c.cmd("RCPT TO:<b@example.net>").startswith("503 5.5.1")
+        c.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 3\r\nabc")
+        assert codes(c.replies(3)) == [250, 250, 250]
+    got = daemon.export()
+    assert [(e["qid"], m2) for e, m2 in got] == [(qid, m)]
+
+
+def test_bdat_disconnect_mid_chunk(daemon):
+    c = daemon.client()
+    c.ehlo()
+    c.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 100000\r\n"
+           + b"x" * 50000)
+    assert codes(c.replies(2)) == [250, 250]
+    c.close()
+    with daemon.client() as c2:
+        c2.ehlo()
+        qid = queued_id(c2.send_message(make_message()))
+    assert [e["qid"] for e, _ in daemon.export()] == [qid]
+
+
+def test_bdat_too_big(daemons):
+    d = daemons(limits={"max_message_size": "10K"})
+    with d.client() as c:
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n")
+        assert codes(c.replies(2)) == [250, 250]
+        chunk = (b"a" * 98 + b"\r\n") * 60
+        c.send(b"BDAT %d\r\n" % len(chunk) + chunk)
+        assert c.reply().code == 250
+        c.send(b"BDAT %d LAST\r\n" % len(chunk) + chunk)
+        r = c.reply()
+        assert r.startswith("552 5.3.4"), r
+        c.sentinel()
+        m = b"Subject: small\r\n\r\nok\r\n"
+        c.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT %d LAST\r\n"
+               % len(m) + m)
+        qid = queued_id(c.replies(3)[2])
+    assert [(e["qid"], m2) for e, m2 in d.export()] == [(qid, m)]
+
+
+@pytest.mark.parametrize("arg", ["99999999999999999999 LAST", "-5", "5 NOTLAST", "", "5x"])
+def test_bdat_bad_syntax_closes(daemon, arg):
+    with daemon.client() as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<a@example.com>")
+        c.cmd("RCPT TO:<b@example.net>")
+        c.send(("BDAT %s\r\n" % arg).encode().replace(b"BDAT \r\n", b"BDAT\r\n"))
+        rs = parse_replies(c.read_until_closed(10))
+    assert codes(rs) == [501], rs
+    assert daemon.export() == []
+
+
+def _send_in_thread(c, data):
+    import threading
+    err = []
+
+    def run():
+        try:
+            c.send(data)
+        except OSError as e:
+            err.append(e)
+
+    t = threading.Thread(target=run, daemon=True)
+    t.start()
+    return t, err
+
+
+def test_client_that_does_not_read(daemon):
+    """200000 pipelined commands written before reading a single reply: the server applies
+    back-pressure and in the end every command has exactly one reply, in order."""
+    n = 200000
+    with daemon.client(timeout=60) as c:
+        c.ehlo()
+        t, err = _send_in_thread(c, b"NOOP\r\nVRFY x\r\n" * (n // 2))
+        time.sleep(1)                 # let both directions fill up
+        rs = c.replies(n, timeout=120)
+        t.join(60)
+        assert not t.is_alive() and not err, err
+        assert all(r.code == (250 if i % 2 == 0 else 252) for i, r in enumerate(rs))
+        c.sentinel()
+
+
+def test_two_hundred_bdat_transactions_in_one_write(daemon):
+    n = 200
+    contents = [b"Subject: %d\r\n\r\n" % i + b"y" * 998 + b"\r\n" for i in range(n)]
+    blob = b"".join(b"MAIL FROM:<s%d@example.com>\r\nRCPT TO:<r@example.net>\r\nBDAT %d LAST\r\n"
+                    % (i, len(m)) + m for i, m in enumerate(contents)) + b"QUIT\r\n"
+    with daemon.client(timeout=60) as c:
+        c.ehlo()
+        t, err = _send_in_thread(c, blob)
+        rs = parse_replies(c.read_until_closed(120))
+        t.join(60)
+        assert not err, err
+    assert codes(rs) == [250] * (3 * n) + [221]
+    qids = [queued_id(rs[3 * i + 2]) for i in range(n)]
+    got = daemon.export_by_qid()
+    assert len(got) == n
+    for i, q in enumerate(qids):
+        assert got[q][1] == contents[i] and got[q][0]["from"] == "s%d@example.com" % i

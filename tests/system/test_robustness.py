@@ -398,13 +398,6 @@ METRIC_NAMES = [
 ]
 
 # Named by INTERFACE.md for features that are not built yet (AUTH, TLS, delivery, BPF).
-INTERFACE_LATER = [
-    ("ringrelay_auth_total", "counter"),
-    ("ringrelay_tls_handshakes_total", "counter"),
-    ("ringrelay_deliveries_total", "counter"),
-    ("ringrelay_relay_notifications_total", "counter"),
-    ("ringrelay_bpf_connections_refused_total", "counter"),
-]
 
 
 def _check_names(text, names):
@@ -440,11 +433,6 @@ def test_metrics_endpoint(daemon):
     assert buckets[-1] == (float("inf"), 1)
 
 
-@pytest.mark.xfail(reason="INTERFACE.md metrics of features not built yet (AUTH, TLS, "
-                          "delivery, BPF)", strict=False)
-def test_metrics_interface_names_of_later_features(daemon):
-    _check_names(daemon.metrics_text(), INTERFACE_LATER)
-
 
 @pytest.mark.parametrize("path,expect", [("/nothing", 404), ("/metricsx", 404),
                                          ("/metrics/../etc", 404), ("/", 200)])
@@ -471,3 +459,134 @@ def test_metrics_bad_requests(daemon):
         assert daemon.metric("ringrelay_messages_accepted_total") == 0
     finally:
         idle.close()
+
+
+# ---- more life-cycle corners ------------------------------------------------------------
+
+def test_vanish_during_greeting_delay(daemons):
+    d = daemons(limits={"greeting_delay": "1s"})
+    for _ in range(10):
+        c = Client(d.port, greet=False)
+        c.close()
+    assert wait_for(lambda: d.metric("ringrelay_connections_active") == 0, 5 * SLACK), \
+        "ringrelay_connections_active = %r" % d.metric("ringrelay_connections_active")
+    with Client(d.port, greet=False) as c:
+        assert c.reply(timeout=15).code == 220
+        c.ehlo()
+        queued_id(c.send_message(make_message()))
+
+
+def test_connection_limit(daemons):
+    d = daemons(server={"workers": 1}, limits={"max_connections": 2})
+    a, b = d.client(), d.client()
+    c = Client(d.port, greet=False)
+    rs = parse_replies(c.read_until_closed(10))
+    assert [r.code for r in rs] == [421], rs
+    assert rs[0].startswith("421 4.7.0")
+    c.close()
+    a.quit()
+    assert wait_for(lambda: d.metric("ringrelay_connections_active") == 1, 5 * SLACK)
+    with d.client() as c2:             # a slot is free again
+        c2.ehlo()
+        queued_id(c2.send_message(make_message()))
+    b.quit()
+    assert d.metric("ringrelay_protocol_errors_total", {"reason": "connection_limit"}) == 1
+
+
+def test_sighup_changes_trusted_networks(daemons):
+    d = daemons(policy={"trusted_networks": "127.0.0.0/8"})
+    with d.client() as c:
+        c.ehlo()
+        queued_id(c.send_message(make_message()))
+    d.set("policy", "trusted_networks", "10.0.0.0/8")
+    d.write_config()
+    d.signal(signal.SIGHUP)
+    assert wait_for(lambda: "event=reloaded" in d.log, 10 * SLACK), d.log
+    with d.client() as c:
+        c.ehlo()
+        c.cmd("MAIL FROM:<a@example.com>")
+        assert c.cmd("RCPT TO:<b@example.net>").startswith("554 5.7.1")
+
+
+def test_sighup_under_load(daemon):
+    smtp_source = "/usr/sbin/smtp-source"
+    if not os.access(smtp_source, os.X_OK):
+        pytest.skip("smtp-source not installed")
+    p = subprocess.Popen([smtp_source, "-s", "5", "-m", "400", "-l", "500", "-f",
+                          "a@example.com", "-t", "b@example.net", "127.0.0.1:%d" % daemon.port],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        for _ in range(5):
+            time.sleep(0.1)
+            daemon.signal(signal.SIGHUP)
+        out, _ = p.communicate(timeout=120 * SLACK)
+    finally:
+        if p.poll() is None:
+            p.kill()
+            p.wait()
+    assert p.returncode == 0, out
+    assert wait_for(lambda: daemon.log.count("event=reloaded") == 5, 10 * SLACK), daemon.log
+    assert daemon.metric("ringrelay_messages_accepted_total") == 400
+    assert len(daemon.spool_list()) == 400
+
+
+def test_bdat_stall_times_out(daemons):
+    d = daemons(limits={"idle_timeout": "2s", "min_data_rate": 1000})
+    with d.client() as c:
+        c.ehlo()
+        c.send(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 100 LAST\r\n"
+               + b"x" * 10)
+        assert [r.code for r in c.replies(2)] == [250, 250]
+        r = c.reply(timeout=15)
+        assert r.startswith("421 4.4.2"), r
+        assert c.is_closed(5)
+    assert d.export() == []
+
+
+def test_many_concurrent_clients(daemon):
+    import threading
+    n = 100
+    results = [None] * n
+    start = threading.Barrier(n, timeout=30)
+
+    def one(i):
+        try:
+            with Client(daemon.port, timeout=20) as c:
+                start.wait()
+                c.ehlo()
+                m = make_message("concurrent %d" % i, ["client %d" % i])
+                results[i] = (queued_id(c.send_message(m)), m)
+        except Exception as e:          # reported below
+            results[i] = e
+
+    threads = [threading.Thread(target=one, args=(i,), daemon=True) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60 * SLACK)
+    errors = [r for r in results if not isinstance(r, tuple)]
+    assert not errors, errors[:5]
+    got = daemon.export_by_qid()
+    assert len(got) == n
+    for qid, m in results:
+        assert got[qid][1] == m
+    assert wait_for(lambda: daemon.metric("ringrelay_connections_active") == 0, 5 * SLACK)
+
+
+@pytest.mark.parametrize("how", ["fin", "rst"])
+def test_clients_that_leave_without_reading(daemon, how):
+    """Commands sent, connection gone before the replies: the replies cannot be delivered."""
+    for i in range(40):
+        c = Client(daemon.port, greet=(i % 2 == 0))
+        c.send(b"EHLO x.example\r\n" if i % 4 < 2 else
+               b"EHLO x.example\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\n")
+        if how == "rst":
+            c.sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        c.close()
+    assert wait_for(lambda: daemon.metric("ringrelay_connections_active") == 0, 10 * SLACK), \
+        "ringrelay_connections_active = %r" % daemon.metric("ringrelay_connections_active")
+    with daemon.client() as c:
+        c.ehlo()
+        queued_id(c.send_message(make_message()))
+
+

@@ -172,6 +172,8 @@ def test_reply(daemon, name, before, command, expect):
         # The session goes on, with exactly this one reply.
         c.sentinel()
         c.quit()
+    if r.code >= 400:
+        assert "event=rejected code=%d " % r.code in daemon.log, daemon.log
 
 
 def test_bare_lf_command(daemon):
@@ -394,3 +396,29 @@ def test_ipv6_listener(daemons):
     got = d.export_by_qid()
     assert got[qid][0]["ip"] == "::1"
     assert len(got) == 2
+
+
+def test_size_counts_stored_bytes_not_wire_bytes(daemons):
+    """max_message_size applies to the content after dot-unstuffing."""
+    d = daemons(limits={"max_message_size": "1K"})
+    content = b".x\r\n" * 256                       # 1024 bytes stored, 1280 on the wire
+    with d.client() as c:
+        c.ehlo()
+        qid = queued_id(c.send_message(content))     # send_message dot-stuffs
+    (env, eml), = d.export()
+    assert env["qid"] == qid and eml == content
+
+
+def test_spool_min_free_refuses_mail(daemons):
+    d = daemons(server={"spool_min_free": "1000000G"})     # more than any test disk has
+    with d.client() as c:
+        c.ehlo()
+        r = c.cmd("MAIL FROM:<a@example.com>")
+        assert r.startswith("452 4.3.1"), r
+        r = c.cmd("MAIL FROM:<a@example.com> SIZE=100")
+        assert r.startswith("452 4.3.1"), r
+        assert c.cmd("RCPT TO:<b@example.net>").startswith("503 5.5.1")
+        c.sentinel()
+    assert d.metric("ringrelay_messages_rejected_total", {"reason": "spool_full"}) == 2
+    assert "event=rejected code=452" in d.log
+    assert d.export() == []
