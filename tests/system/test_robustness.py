@@ -397,9 +397,6 @@ METRIC_NAMES = [
     ("ringrelay_queue_messages", "gauge"),
 ]
 
-# Named by INTERFACE.md for features that are not built yet (AUTH, TLS, delivery, BPF).
-
-
 def _check_names(text, names):
     for name, typ in names:
         assert "# TYPE %s %s\n" % (name, typ) in text, name
