@@ -1,25 +1,27 @@
 /*
- * config.c - the ringrelay configuration: embedded defaults, the INI file, -o overrides, the
- * cross-key checks and the -t file checks.
+ * config.c - the ringrelay configuration: embedded defaults, the INI file, -o overrides and
+ * the cross-key checks.
  *
  * FUNCTIONS
  *   config_load, config_load_stream   defaults, then the file, then -o overrides, then checks
- *   config_check_files                -t: every file named exists and is readable
  *   config_where                      "FILE:LINE" of a key, for other modules' messages
  *   config_free                       release what config_load allocated
- *   config_net_match                  a client address inside a network list
- *   config_parse_*                    the value parsers, shared with the tests
+ *
+ *   The syntax of single values (durations, sizes, addresses, networks, dates) and
+ *   config_net_match() are in config_value.c; the -t file checks (config_check_files) in
+ *   config_check.c. core/config.h declares all of them.
  *
  * DESIGN
  *   One table, keys[], names every key of the flat sections: section, key, type, offset and
  *   size of the field in struct rr_config, bounds, and the default written as an operator
  *   would write it. Defaults go through the same setters as the file, so no default escapes
- *   validation. listener_keys[] does the same for struct config_listener.
+ *   validation. listener_keys[] does the same for struct config_listener. A setter parses
+ *   with config_value.c and owns what the key adds: its bounds, its field, its message.
  *
  *   Line numbers: the row index of keys[] (enum key_id) is also the index of cfg->origin[],
  *   which records for every key where its value came from ({line, override}; line 0 = the
  *   embedded default); listeners keep theirs in key_origin[] (enum listener_key_id). Cross-key
- *   checks, -t and config_where() report from there.
+ *   checks and config_where() (so -t too) report from there.
  *
  *   libinih splits lines into name and value. In front of it sits read_line(), the ini_reader
  *   we hand it, which:
@@ -39,16 +41,13 @@
  * SECURITY
  *   The file and the -o values are operator input: trusted in intent, not in form. Every line
  *   is bounded, every string is copied with a length check and a clear error when too long,
- *   every number is checked for overflow and against the bounds in the table, addresses are
- *   numeric only (no DNS at start-up). config_net_match() matches a v4-mapped client address
- *   as IPv4 only, so "::/0" in trusted_networks never trusts every IPv4 client of a dual-stack
- *   listener; a network written as ::ffff:a.b.c.d/n is stored as IPv4 for the same reason.
+ *   every number is checked for overflow (config_value.c) and against the bounds in the
+ *   table, addresses are numeric only (no DNS at start-up).
  *
  * STANDARDS
- *   RFC 1035 2.3.1 and RFC 1123 2.1 (host name syntax, for hostname and smarthost),
- *   RFC 4291 2.5.5.2 (IPv4-mapped IPv6 addresses), RFC 4632 (CIDR notation).
+ *   RFC 1035 2.3.1 and RFC 1123 2.1 (host name syntax, for hostname and smarthost, through
+ *   config_value.c).
  */
-#include <arpa/inet.h>
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
@@ -57,14 +56,13 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/stat.h>
 #include <sys/un.h>
-#include <time.h>
 #include <unistd.h>
 
 #include <ini.h>
 
 #include "core/config.h"
+#include "core/config_value.h"
 
 /* Enumerations and counts are stored through int and unsigned views of the fields. */
 _Static_assert(sizeof(enum tls_mode) == sizeof(int), "enum size");
@@ -75,16 +73,6 @@ _Static_assert(sizeof(enum bpf_mode) == sizeof(int), "enum size");
 _Static_assert(sizeof(enum line_endings) == sizeof(int), "enum size");
 _Static_assert(sizeof(unsigned) == sizeof(uint32_t), "unsigned is 32 bits");
 
-#define MS_PER_S  1000ULL
-#define MS_PER_M  (60 * MS_PER_S)
-#define MS_PER_H  (60 * MS_PER_M)
-#define MS_PER_D  (24 * MS_PER_H)
-#define KIB       1024ULL
-#define MIB       (1024 * KIB)
-#define GIB       (1024 * MIB)
-
-#define DOMAIN_BYTES_MAX   253   /* RFC 1035 2.3.4, without the trailing dot */
-#define LABEL_BYTES_MAX    63    /* RFC 1035 2.3.4 */
 #define SUN_PATH_BYTES_MAX (sizeof(((struct sockaddr_un *)0)->sun_path) - 1)
 #define TOKEN_BYTES_MAX    64    /* one entry of an address or network list */
 #define PORT_NONE          (-2)  /* key_def.port: the address takes no port */
@@ -320,8 +308,6 @@ static void vreport(FILE *errs, const char *file, struct config_origin o, const 
                     va_list ap) __attribute__((format(printf, 4, 0)));
 static int problem(struct parse_state *st, struct config_origin o, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
-static int report(FILE *errs, const char *file, struct config_origin o, const char *fmt, ...)
-    __attribute__((format(printf, 4, 5)));
 
 /* vreport - one "FILE:LINE: message" line; an override's FILE is "-o". */
 static void vreport(FILE *errs, const char *file, struct config_origin o, const char *fmt,
@@ -346,17 +332,6 @@ static int problem(struct parse_state *st, struct config_origin o, const char *f
     return -1;
 }
 
-/* report - one problem outside a load (config_check_files); returns 1, the count to add. */
-static int report(FILE *errs, const char *file, struct config_origin o, const char *fmt, ...)
-{
-    va_list ap;
-
-    va_start(ap, fmt);
-    vreport(errs, file, o, fmt, ap);
-    va_end(ap);
-    return 1;
-}
-
 /* file_name - FILE of the messages about cfg. */
 static const char *file_name(const struct rr_config *cfg)
 {
@@ -373,362 +348,16 @@ static struct config_origin later(struct config_origin a, struct config_origin b
 }
 
 /* ---------------------------------------------------------------------------------------- */
-/* Value parsers                                                                            */
-
-/* is_digit, is_alpha, is_blank - ASCII classes, independent of the locale. */
-static bool is_digit(char c) { return c >= '0' && c <= '9'; }
-static bool is_alpha(char c) { return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z'); }
-static bool is_blank(char c) { return c == ' ' || c == '\t'; }
-
-/* parse_digits - a run of decimal digits at s, no sign; *end after it. -1 on none or overflow. */
-static int parse_digits(const char *s, uint64_t *out, const char **end)
-{
-    uint64_t n = 0;
-    const char *p = s;
-
-    if (!is_digit(*p))
-        return -1;
-    for (; is_digit(*p); p++) {
-        unsigned d = (unsigned)(*p - '0');
-        if (n > (UINT64_MAX - d) / 10)
-            return -1;
-        n = n * 10 + d;
-    }
-    *out = n;
-    *end = p;
-    return 0;
-}
-
-/* parse_uint - the whole of s is a decimal number. */
-static int parse_uint(const char *s, uint64_t *out)
-{
-    const char *end;
-    uint64_t n;
-
-    if (parse_digits(s, &n, &end) || *end)
-        return -1;
-    *out = n;
-    return 0;
-}
-
-/* parse_port - 1..65535, digits only. */
-static int parse_port(const char *s, unsigned *port)
-{
-    uint64_t n;
-
-    if (strlen(s) > 5 || parse_uint(s, &n) || n < 1 || n > 65535)
-        return -1;
-    *port = (unsigned)n;
-    return 0;
-}
-
-int config_parse_duration_ms(const char *s, uint64_t *ms)
-{
-    static const struct { const char *suffix; uint64_t ms; } units[] = {
-        { "", MS_PER_S }, { "s", MS_PER_S }, { "ms", 1 }, { "m", MS_PER_M },
-        { "h", MS_PER_H }, { "d", MS_PER_D },
-    };
-    const char *end;
-    uint64_t n;
-
-    if (parse_digits(s, &n, &end))
-        return -1;
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (strcmp(end, units[i].suffix) == 0) {
-            if (n > UINT64_MAX / units[i].ms)
-                return -1;
-            *ms = n * units[i].ms;
-            return 0;
-        }
-    }
-    return -1;
-}
-
-int config_parse_size(const char *s, uint64_t *bytes)
-{
-    const char *end;
-    uint64_t n, unit = 1;
-
-    if (parse_digits(s, &n, &end))
-        return -1;
-    switch (*end) {
-    case 'k': case 'K': unit = KIB; end++; break;
-    case 'm': case 'M': unit = MIB; end++; break;
-    case 'g': case 'G': unit = GIB; end++; break;
-    default: break;
-    }
-    if (*end == 'b' || *end == 'B')     /* "35MB", "1024B" */
-        end++;
-    if (*end || n > UINT64_MAX / unit)
-        return -1;
-    *bytes = n * unit;
-    return 0;
-}
-
-/* parse_bool - yes/no/true/false/on/off/1/0, any case. */
-static int parse_bool(const char *s, bool *out)
-{
-    static const char *const yes[] = { "yes", "true", "on", "1" };
-    static const char *const no[] = { "no", "false", "off", "0" };
-
-    for (size_t i = 0; i < sizeof(yes) / sizeof(yes[0]); i++) {
-        if (strcasecmp(s, yes[i]) == 0) { *out = true; return 0; }
-        if (strcasecmp(s, no[i]) == 0) { *out = false; return 0; }
-    }
-    return -1;
-}
-
-/* hostname_plausible - LDH labels of 1..63 bytes, no leading or trailing '-', at most 253
- * bytes, no empty label (so no trailing dot), and a last label that is not all digits (that
- * would be an IPv4 address). A single label ("localhost", a container's name) is accepted. */
-static bool hostname_plausible(const char *s)
-{
-    size_t len = strlen(s), label = 0;
-    bool all_digits = true;
-    char prev = '.';
-
-    if (len == 0 || len > DOMAIN_BYTES_MAX)
-        return false;
-    for (const char *p = s; *p; prev = *p++) {
-        if (*p == '.') {
-            if (label == 0 || prev == '-')
-                return false;
-            label = 0;
-            all_digits = true;
-        } else if (is_alpha(*p) || is_digit(*p) || *p == '-') {
-            if (label == 0 && *p == '-')
-                return false;
-            if (++label > LABEL_BYTES_MAX)
-                return false;
-            if (!is_digit(*p))
-                all_digits = false;
-        } else {
-            return false;
-        }
-    }
-    return label > 0 && prev != '-' && !all_digits;
-}
-
-int config_parse_addr(const char *s, int port_default, struct config_addr *out)
-{
-    char host[INET6_ADDRSTRLEN + 1];
-    const char *start = s, *port_s = NULL, *colon;
-    size_t host_len;
-    unsigned port;
-    struct config_addr a;
-
-    if (*s == '[') {
-        const char *close = strchr(s, ']');
-        if (!close)
-            return -1;
-        start = s + 1;
-        host_len = (size_t)(close - start);
-        if (close[1] == ':')
-            port_s = close + 2;
-        else if (close[1] != '\0')
-            return -1;
-    } else if ((colon = strchr(s, ':')) && strchr(colon + 1, ':')) {
-        /* a bare IPv6 address: its port can only be the default */
-        if (port_default < 0)
-            return -1;
-        host_len = strlen(s);
-    } else if (colon) {
-        host_len = (size_t)(colon - s);
-        port_s = colon + 1;
-    } else {
-        host_len = strlen(s);
-    }
-    if (host_len == 0 || host_len >= sizeof(host))
-        return -1;
-    memcpy(host, start, host_len);
-    host[host_len] = '\0';
-
-    if (port_s) {
-        if (parse_port(port_s, &port))
-            return -1;
-    } else {
-        if (port_default < 0 || port_default > 65535)
-            return -1;
-        port = (unsigned)port_default;
-    }
-
-    memset(&a, 0, sizeof(a));
-    struct sockaddr_in in4;
-    struct sockaddr_in6 in6;
-    memset(&in4, 0, sizeof(in4));
-    memset(&in6, 0, sizeof(in6));
-    if (inet_pton(AF_INET, host, &in4.sin_addr) == 1) {
-        in4.sin_family = AF_INET;
-        in4.sin_port = htons((uint16_t)port);
-        memcpy(&a.sa, &in4, sizeof(in4));
-        a.len = sizeof(in4);
-    } else if (inet_pton(AF_INET6, host, &in6.sin6_addr) == 1) {
-        in6.sin6_family = AF_INET6;
-        in6.sin6_port = htons((uint16_t)port);
-        memcpy(&a.sa, &in6, sizeof(in6));
-        a.len = sizeof(in6);
-    } else {
-        return -1;                      /* host names are refused: no DNS at start-up */
-    }
-    *out = a;
-    return 0;
-}
-
-/* is_v4_mapped - ::ffff:a.b.c.d (RFC 4291 2.5.5.2). */
-static bool is_v4_mapped(const uint8_t *a16)
-{
-    static const uint8_t prefix[12] = { 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff };
-    return memcmp(a16, prefix, sizeof(prefix)) == 0;
-}
-
-/* clear_host_bits - zero every bit of addr past prefix. */
-static void clear_host_bits(uint8_t *addr, unsigned bytes, unsigned prefix)
-{
-    for (unsigned i = 0; i < bytes; i++) {
-        unsigned keep = prefix > i * 8 ? prefix - i * 8 : 0;
-        if (keep < 8)
-            addr[i] &= (uint8_t)(0xff00 >> keep);
-    }
-}
-
-int config_parse_net(const char *s, struct config_net *out)
-{
-    char buf[INET6_ADDRSTRLEN + 1];
-    const char *slash = strchr(s, '/');
-    size_t addr_len = slash ? (size_t)(slash - s) : strlen(s);
-    struct config_net n;
-    uint64_t prefix = 0;
-    unsigned bits;
-
-    if (addr_len == 0 || addr_len >= sizeof(buf))
-        return -1;
-    memcpy(buf, s, addr_len);
-    buf[addr_len] = '\0';
-    memset(&n, 0, sizeof(n));
-    if (inet_pton(AF_INET, buf, n.addr) == 1) {
-        n.family = AF_INET;
-        bits = 32;
-    } else if (inet_pton(AF_INET6, buf, n.addr) == 1) {
-        n.family = AF_INET6;
-        bits = 128;
-    } else {
-        return -1;
-    }
-    if (slash) {
-        if (strlen(slash + 1) > 3 || parse_uint(slash + 1, &prefix) || prefix > bits)
-            return -1;
-    } else {
-        prefix = bits;
-    }
-    n.prefix = (uint8_t)prefix;
-    clear_host_bits(n.addr, bits / 8, n.prefix);
-
-    /* ::ffff:a.b.c.d/96+n is the IPv4 network a.b.c.d/n: store it so, see SECURITY */
-    if (n.family == AF_INET6 && n.prefix >= 96 && is_v4_mapped(n.addr)) {
-        memmove(n.addr, n.addr + 12, 4);
-        memset(n.addr + 4, 0, 12);
-        n.family = AF_INET;
-        n.prefix = (uint8_t)(n.prefix - 96);
-    }
-    *out = n;
-    return 0;
-}
-
-int config_parse_date(const char *s, int64_t *unix_time)
-{
-    static const int mdays[12] = { 31, 28, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31 };
-    int y, m, d, days;
-    struct tm tm;
-
-    if (strlen(s) != 10 || s[4] != '-' || s[7] != '-')
-        return -1;
-    for (int i = 0; i < 10; i++)
-        if (i != 4 && i != 7 && !is_digit(s[i]))
-            return -1;
-    y = (s[0] - '0') * 1000 + (s[1] - '0') * 100 + (s[2] - '0') * 10 + (s[3] - '0');
-    m = (s[5] - '0') * 10 + (s[6] - '0');
-    d = (s[8] - '0') * 10 + (s[9] - '0');
-    if (y < 1970 || m < 1 || m > 12)
-        return -1;
-    days = mdays[m - 1];
-    if (m == 2 && ((y % 4 == 0 && y % 100 != 0) || y % 400 == 0))
-        days = 29;
-    if (d < 1 || d > days)
-        return -1;
-    memset(&tm, 0, sizeof(tm));
-    tm.tm_year = y - 1900;
-    tm.tm_mon = m - 1;
-    tm.tm_mday = d;
-    *unix_time = (int64_t)timegm(&tm);
-    return 0;
-}
-
-/* ---------------------------------------------------------------------------------------- */
 /* Formatting, for messages                                                                 */
-
-/* fmt_duration - ms in the largest unit that divides it: "5m", "1500ms". */
-static const char *fmt_duration(uint64_t ms, char *buf, size_t size)
-{
-    static const struct { uint64_t ms; const char *suffix; } units[] = {
-        { MS_PER_D, "d" }, { MS_PER_H, "h" }, { MS_PER_M, "m" }, { MS_PER_S, "s" },
-    };
-
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (ms != 0 && ms % units[i].ms == 0) {
-            snprintf(buf, size, "%llu%s", (unsigned long long)(ms / units[i].ms),
-                     units[i].suffix);
-            return buf;
-        }
-    }
-    snprintf(buf, size, ms ? "%llums" : "%llu", (unsigned long long)ms);
-    return buf;
-}
-
-/* fmt_size - bytes in the largest of G, M, K that divides it. */
-static const char *fmt_size(uint64_t bytes, char *buf, size_t size)
-{
-    static const struct { uint64_t unit; const char *suffix; } units[] = {
-        { GIB, "G" }, { MIB, "M" }, { KIB, "K" },
-    };
-
-    for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
-        if (bytes != 0 && bytes % units[i].unit == 0) {
-            snprintf(buf, size, "%llu%s", (unsigned long long)(bytes / units[i].unit),
-                     units[i].suffix);
-            return buf;
-        }
-    }
-    snprintf(buf, size, "%llu", (unsigned long long)bytes);
-    return buf;
-}
 
 /* fmt_number - v as the key's type writes it. */
 static const char *fmt_number(const struct key_def *def, uint64_t v, char *buf, size_t size)
 {
     if (def->type == T_MS || def->type == T_SEC)
-        return fmt_duration(v, buf, size);
+        return config_format_duration(v, buf, size);
     if (def->type == T_SIZE)
-        return fmt_size(v, buf, size);
+        return config_format_size(v, buf, size);
     snprintf(buf, size, def->type == T_US ? "%lluus" : "%llu", (unsigned long long)v);
-    return buf;
-}
-
-/* fmt_addr - "1.2.3.4:25" or "[::1]:25". */
-static const char *fmt_addr(const struct config_addr *a, char *buf, size_t size)
-{
-    char host[INET6_ADDRSTRLEN];
-    struct sockaddr_in in4;
-    struct sockaddr_in6 in6;
-
-    if (a->sa.ss_family == AF_INET) {
-        memcpy(&in4, &a->sa, sizeof(in4));
-        inet_ntop(AF_INET, &in4.sin_addr, host, sizeof(host));
-        snprintf(buf, size, "%s:%u", host, ntohs(in4.sin_port));
-    } else {
-        memcpy(&in6, &a->sa, sizeof(in6));
-        inet_ntop(AF_INET6, &in6.sin6_addr, host, sizeof(host));
-        snprintf(buf, size, "[%s]:%u", host, ntohs(in6.sin6_port));
-    }
     return buf;
 }
 
@@ -775,14 +404,15 @@ static int set_string(struct parse_state *st, const struct key_def *def, void *b
         return problem(st, o, "%s: must not be empty", def->name);
     if (def->type == T_WORD && len > 0) {
         for (const char *p = value; *p; p++)
-            if (!is_alpha(*p) && !is_digit(*p) && *p != '.' && *p != '_' && *p != '-')
+            if (!config_is_alpha(*p) && !config_is_digit(*p) && *p != '.' && *p != '_' &&
+                *p != '-')
                 return problem(st, o, "%s: '%s' is not a user name (A-Z a-z 0-9 . _ -)",
                                def->name, value);
         if (*value == '-')
             return problem(st, o, "%s: '%s' is not a user name (starts with '-')",
                            def->name, value);
     }
-    if (def->type == T_HOSTNAME && !hostname_plausible(value))
+    if (def->type == T_HOSTNAME && !config_hostname_plausible(value))
         return problem(st, o, "%s: '%s' is not a plausible domain name "
                        "(labels of A-Z a-z 0-9 -, separated by dots)", def->name, value);
     memcpy(field_of(base, def), value, len + 1);
@@ -793,53 +423,19 @@ static int set_string(struct parse_state *st, const struct key_def *def, void *b
 static int set_hostport(struct parse_state *st, const struct key_def *def, void *base,
                         const char *value, struct config_origin o)
 {
-    char host[DOMAIN_BYTES_MAX + 3], out[DOMAIN_BYTES_MAX + 10];
-    const char *port_s = NULL, *end;
-    unsigned port = SMTP_PORT;
-    size_t host_len;
-    uint8_t bin[16];
+    char out[HOSTPORT_BYTES_MAX];
 
     if (*value == '\0') {
         *(char *)field_of(base, def) = '\0';
         return 0;
     }
-    if (*value == '[') {
-        end = strchr(value, ']');
-        if (!end || (end[1] != '\0' && end[1] != ':'))
-            goto bad;
-        host_len = (size_t)(end - value) + 1;   /* keeps the brackets */
-        if (end[1] == ':')
-            port_s = end + 2;
-    } else {
-        end = strchr(value, ':');
-        host_len = end ? (size_t)(end - value) : strlen(value);
-        if (end)
-            port_s = end + 1;
-    }
-    if (host_len >= sizeof(host))
-        goto bad;
-    memcpy(host, value, host_len);
-    host[host_len] = '\0';
-    if (host[0] == '[') {
-        char inner[INET6_ADDRSTRLEN + 1];
-        if (host_len - 2 >= sizeof(inner) || host_len < 3)
-            goto bad;
-        memcpy(inner, host + 1, host_len - 2);
-        inner[host_len - 2] = '\0';
-        if (inet_pton(AF_INET6, inner, bin) != 1 && inet_pton(AF_INET, inner, bin) != 1)
-            goto bad;
-    } else if (inet_pton(AF_INET, host, bin) != 1 && !hostname_plausible(host)) {
-        goto bad;
-    }
-    if (port_s && parse_port(port_s, &port))
-        goto bad;
-    snprintf(out, sizeof(out), "%s:%u", host, port);
+    if (config_parse_hostport(value, SMTP_PORT, out, sizeof(out)))
+        return problem(st, o, "%s: '%s' is not host[:port] or [address][:port]", def->name,
+                       value);
     if (strlen(out) >= def->size)
         return problem(st, o, "%s: value too long (max %zu bytes)", def->name, def->size - 1);
     memcpy(field_of(base, def), out, strlen(out) + 1);
     return 0;
-bad:
-    return problem(st, o, "%s: '%s' is not host[:port] or [address][:port]", def->name, value);
 }
 
 /* set_number - T_UINT, T_SIZE, T_MS, T_SEC: parse, check the bounds, store. */
@@ -852,7 +448,7 @@ static int set_number(struct parse_state *st, const struct key_def *def, void *b
 
     switch (def->type) {
     case T_UINT:
-        rc = parse_uint(value, &v);
+        rc = config_parse_uint(value, &v);
         if (rc)
             return problem(st, o, "%s: '%s' is not a whole number", def->name, value);
         break;
@@ -866,7 +462,7 @@ static int set_number(struct parse_state *st, const struct key_def *def, void *b
         size_t len = strlen(value);
         const char *end;
         if (len > 2 && !strcmp(value + len - 2, "us")) {
-            rc = parse_digits(value, &v, &end) || end != value + len - 2;
+            rc = config_parse_digits(value, &v, &end) || end != value + len - 2;
         } else {
             rc = config_parse_duration_ms(value, &v);
             if (!rc && v > UINT64_MAX / 1000)
@@ -966,7 +562,7 @@ static int set_list(struct parse_state *st, const struct key_def *def, void *bas
     assert(cap * elem <= sizeof(tmp) && max <= cap);
     memset(&tmp, 0, sizeof(tmp));
     for (;;) {
-        while (*p == ',' || is_blank(*p))
+        while (*p == ',' || config_is_blank(*p))
             p++;
         if (*p == '\0')
             break;
@@ -1014,7 +610,7 @@ static int set_key(struct parse_state *st, const struct key_def *def, void *base
         return set_number(st, def, base, value, o);
     case T_BOOL: {
         bool b;
-        if (parse_bool(value, &b))
+        if (config_parse_bool(value, &b))
             return problem(st, o, "%s: '%s' is not yes, no, true, false, on, off, 1 or 0",
                            def->name, value);
         memcpy(field_of(base, def), &b, sizeof(b));
@@ -1069,7 +665,7 @@ static bool listener_name_ok(const char *name)
     if (len == 0 || len >= CONFIG_NAME_BYTES_MAX)
         return false;
     for (const char *p = name; *p; p++)
-        if (!is_alpha(*p) && !is_digit(*p) && *p != '_' && *p != '-')
+        if (!config_is_alpha(*p) && !config_is_digit(*p) && *p != '_' && *p != '-')
             return false;
     return true;
 }
@@ -1159,7 +755,7 @@ static int apply_key(struct parse_state *st, const char *section, struct config_
 static char *comment_start(char *s)
 {
     for (char *p = s + 1; *p; p++)
-        if ((*p == '#' || *p == ';') && is_blank(p[-1]))
+        if ((*p == '#' || *p == ';') && config_is_blank(p[-1]))
             return p;
     return NULL;
 }
@@ -1168,14 +764,14 @@ static char *comment_start(char *s)
 static void rtrim(char *s)
 {
     size_t len = strlen(s);
-    while (len && is_blank(s[len - 1]))
+    while (len && config_is_blank(s[len - 1]))
         s[--len] = '\0';
 }
 
 /* skip_blanks - past leading blanks. */
 static char *skip_blanks(char *s)
 {
-    while (is_blank(*s))
+    while (config_is_blank(*s))
         s++;
     return s;
 }
@@ -1428,11 +1024,12 @@ static void check_listeners(struct parse_state *st)
             }
             if (seen)
                 problem(st, l->key_origin[LK_LISTEN], "listen: %s is already used by "
-                        "[listener.%s]", fmt_addr(&l->addrs[a], buf, sizeof(buf)), seen->name);
+                        "[listener.%s]", config_format_addr(&l->addrs[a], buf, sizeof(buf)),
+                        seen->name);
             if (addr_equal(&l->addrs[a], &cfg->metrics_listen))
                 problem(st, later(cfg->origin[K_METRICS_LISTEN], l->key_origin[LK_LISTEN]),
                         "metrics_listen: %s is also a listen address of [listener.%s]",
-                        fmt_addr(&l->addrs[a], buf, sizeof(buf)), l->name);
+                        config_format_addr(&l->addrs[a], buf, sizeof(buf)), l->name);
         }
     }
 }
@@ -1444,14 +1041,14 @@ static void check_cross(struct parse_state *st)
     const struct config_origin *org = cfg->origin;
     char lo[32], hi[32];
 
-    if (org[K_HOSTNAME].line == 0 && !hostname_plausible(cfg->hostname))
+    if (org[K_HOSTNAME].line == 0 && !config_hostname_plausible(cfg->hostname))
         problem(st, org[K_HOSTNAME], "hostname: '%s' from gethostname() is not a plausible "
                 "domain name; set [server] hostname", cfg->hostname);
     if (cfg->retry_min_s > cfg->retry_max_s)
         problem(st, later(org[K_RETRY_MIN], org[K_RETRY_MAX]),
                 "retry_min (%s) is above retry_max (%s)",
-                fmt_duration(cfg->retry_min_s * MS_PER_S, lo, sizeof(lo)),
-                fmt_duration(cfg->retry_max_s * MS_PER_S, hi, sizeof(hi)));
+                config_format_duration(cfg->retry_min_s * MS_PER_S, lo, sizeof(lo)),
+                config_format_duration(cfg->retry_max_s * MS_PER_S, hi, sizeof(hi)));
     if (cfg->passwd_file[0] && cfg->dovecot_socket[0])
         problem(st, later(org[K_PASSWD_FILE], org[K_DOVECOT_SOCKET]),
                 "set [auth] passwd_file or dovecot_socket, not both");
@@ -1545,152 +1142,4 @@ const char *config_where(const struct rr_config *cfg, const char *section, const
     }
     snprintf(buf, size, "%s:%u", o.override ? "-o" : file_name(cfg), (unsigned)o.line);
     return buf;
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* -t: the files the configuration names                                                    */
-
-/* unreadable - NULL when path is a regular file this process can open, else why not.
- * Only regular files: opening a FIFO named by mistake would block -t forever. */
-static const char *unreadable(const char *path)
-{
-    struct stat sb;
-    FILE *f;
-
-    if (stat(path, &sb))
-        return strerror(errno);
-    if (S_ISDIR(sb.st_mode))
-        return strerror(EISDIR);
-    if (!S_ISREG(sb.st_mode))
-        return "not a regular file";
-    if (access(path, R_OK))
-        return strerror(errno);
-    if (!(f = fopen(path, "r")))
-        return strerror(errno);
-    fclose(f);
-    return NULL;
-}
-
-/* parent_dir - cut the last component of path in place: "a/b/" -> "a", "b" -> ".", "/b" -> "/". */
-static void parent_dir(char *path)
-{
-    size_t len = strlen(path);
-    char *slash;
-
-    while (len > 1 && path[len - 1] == '/')
-        path[--len] = '\0';
-    slash = strrchr(path, '/');
-    if (!slash)
-        strcpy(path, ".");
-    else if (slash == path)
-        path[1] = '\0';
-    else
-        *slash = '\0';
-}
-
-/* check_spool - spool_dir is a writable directory, or does not exist yet and its nearest
- * existing ancestor is a writable directory: main.c creates the rest as "mkdir -p" would. */
-static int check_spool(const struct rr_config *cfg, FILE *errs)
-{
-    const char *dir = cfg->spool_dir, *file = file_name(cfg);
-    struct config_origin o = cfg->origin[K_SPOOL_DIR];
-    char parent[CONFIG_PATH_BYTES_MAX];
-    struct stat sb;
-
-    if (stat(dir, &sb) == 0) {
-        if (!S_ISDIR(sb.st_mode))
-            return report(errs, file, o, "spool_dir: %s is not a directory", dir);
-        if (access(dir, W_OK | X_OK))
-            return report(errs, file, o, "spool_dir: %s is not writable: %s", dir,
-                          strerror(errno));
-        return 0;
-    }
-    if (errno != ENOENT && errno != ENOTDIR)  /* ENOTDIR: a file on the way, found below */
-        return report(errs, file, o, "spool_dir: %s: %s", dir, strerror(errno));
-
-    memcpy(parent, dir, strlen(dir) + 1);     /* both CONFIG_PATH_BYTES_MAX */
-    for (;;) {
-        parent_dir(parent);
-        if (stat(parent, &sb) == 0)
-            break;
-        if ((errno != ENOENT && errno != ENOTDIR) || strcmp(parent, ".") == 0 ||
-            strcmp(parent, "/") == 0)
-            return report(errs, file, o, "spool_dir: %s cannot be created: %s: %s", dir,
-                          parent, strerror(errno));
-    }
-    if (!S_ISDIR(sb.st_mode))
-        return report(errs, file, o, "spool_dir: %s cannot be created: %s is not a directory",
-                      dir, parent);
-    if (access(parent, W_OK | X_OK))
-        return report(errs, file, o, "spool_dir: %s cannot be created: %s is not writable: %s",
-                      dir, parent, strerror(errno));
-    return 0;
-}
-
-int config_check_files(const struct rr_config *cfg, FILE *errs)
-{
-    static const enum key_id files[] = {
-        K_TLS_CERT, K_TLS_KEY, K_PASSWD_FILE, K_HOSTED_DOMAINS, K_SENDER_LOGINS,
-        K_NOTIFY_TEMPLATE, K_HOST_REGISTRY,
-    };
-    const char *file = file_name(cfg);
-    struct stat sb;
-    int problems = 0;
-
-    for (size_t i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
-        const struct key_def *def = &keys[files[i]];
-        const char *path = (const char *)cfg + def->offset, *why;
-        if (*path && (why = unreadable(path)))
-            problems += report(errs, file, cfg->origin[files[i]], "%s: cannot read %s: %s",
-                               def->name, path, why);
-    }
-    if (cfg->dovecot_socket[0] && stat(cfg->dovecot_socket, &sb))
-        problems += report(errs, file, cfg->origin[K_DOVECOT_SOCKET], "dovecot_socket: %s: %s",
-                           cfg->dovecot_socket, strerror(errno));
-    problems += check_spool(cfg, errs);
-    return problems;
-}
-
-/* ---------------------------------------------------------------------------------------- */
-/* Network matching                                                                         */
-
-/* prefix_match - the first prefix bits of a and net are equal. */
-static bool prefix_match(const uint8_t *a, const uint8_t *net, unsigned prefix)
-{
-    unsigned whole = prefix / 8, rest = prefix % 8;
-
-    if (memcmp(a, net, whole) != 0)
-        return false;
-    if (rest == 0)
-        return true;
-    uint8_t mask = (uint8_t)(0xff00 >> rest);
-    return (a[whole] & mask) == (net[whole] & mask);
-}
-
-bool config_net_match(const struct config_net *nets, unsigned count, const struct sockaddr *sa)
-{
-    uint8_t addr[16];
-    int family;
-
-    if (sa->sa_family == AF_INET) {
-        struct sockaddr_in in4;
-        memcpy(&in4, sa, sizeof(in4));
-        memcpy(addr, &in4.sin_addr, 4);
-        family = AF_INET;
-    } else if (sa->sa_family == AF_INET6) {
-        struct sockaddr_in6 in6;
-        memcpy(&in6, sa, sizeof(in6));
-        memcpy(addr, &in6.sin6_addr, 16);
-        family = AF_INET6;
-        if (is_v4_mapped(addr)) {       /* an IPv4 client of a dual-stack socket: IPv4 only */
-            memmove(addr, addr + 12, 4);
-            family = AF_INET;
-        }
-    } else {
-        return false;
-    }
-    for (unsigned i = 0; i < count; i++)
-        if (nets[i].family == family && prefix_match(addr, nets[i].addr, nets[i].prefix))
-            return true;
-    return false;
 }

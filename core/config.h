@@ -4,6 +4,10 @@
  * A struct rr_config is built once (start-up or SIGHUP), never changed afterwards, and shared
  * read-only by every thread until the next reload replaces it. Strings and arrays it holds are
  * owned by it and released by config_free().
+ *
+ * The one header users include. It is implemented by config.c (loading, config_where,
+ * config_free), config_value.c (config_parse_*, config_net_match) and config_check.c
+ * (config_check_files).
  */
 #ifndef RR_CONFIG_H
 #define RR_CONFIG_H

@@ -3,6 +3,7 @@
  *
  * Pure functions over bytes already read from the network: no allocation, no I/O, no global
  * state. Every input is hostile; every output is bounded by the limits below.
+ * Implemented by smtp_parse.c (commands, parameters, replies) and smtp_addr.c (paths).
  */
 #ifndef RR_SMTP_PARSE_H
 #define RR_SMTP_PARSE_H
