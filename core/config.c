@@ -177,7 +177,7 @@ static const struct key_def keys[K_COUNT] = {
     /* [server]; hostname's default is gethostname(), see set_defaults() */
     [K_HOSTNAME] = { "server", "hostname", T_HOSTNAME, CFG(hostname),
                      .min = 1, .max = DOMAIN_BYTES_MAX },
-    [K_WORKERS] = { "server", "workers", T_UINT, CFG(workers), .max = 256, .dflt = "0" },
+    [K_WORKERS] = { "server", "workers", T_UINT, CFG(workers), .max = 64, .dflt = "0" },
     [K_SPOOL_DIR] = { "server", "spool_dir", T_PATH, CFG(spool_dir), .min = 1,
                       .dflt = "./spool" },
     [K_METRICS_LISTEN] = { "server", "metrics_listen", T_ADDR, CFG(metrics_listen),

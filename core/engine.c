@@ -194,19 +194,34 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe, uint64_t *last_
     switch (op) {
     case OP_NONE:
         break;
-    case OP_ACCEPT:
+    case OP_ACCEPT: {
+        bool scarce = cqe->res == -EMFILE || cqe->res == -ENFILE || cqe->res == -ENOMEM ||
+                      cqe->res == -ENOBUFS;
         if (cqe->res >= 0) {
             smtp_server_accept(w, w->listen_listener[slot], cqe->res);
         } else if (cqe->res != -ECANCELED && cqe->res != -EINVAL && cqe->res != -EBADF) {
-            log_event(LOG_WARN, "event=accept_error worker=%u error=%s", w->id,
-                      log_q(strerror(-cqe->res)));
+            if (w->now_ms / 1000 != w->accept_error_second) {  /* one line a second */
+                w->accept_error_second = w->now_ms / 1000;
+                log_event(LOG_WARN, "event=accept_error worker=%u error=%s", w->id,
+                          log_q(strerror(-cqe->res)));
+            }
+        }
+        if (scarce && slot < w->listen_count && !w->listen_paused[slot]) {
+            /* Out of descriptors or memory: stop accepting on this socket until the next
+             * tick rather than spin on the error. */
+            struct io_uring_sqe *sqe = engine_sqe(w);
+            io_uring_prep_cancel64(sqe, engine_ud(OP_ACCEPT, slot, 0), 0);
+            io_uring_sqe_set_data64(sqe, engine_ud(OP_NONE, 0, 0));
+            w->listen_paused[slot] = true;
         }
         if (!(cqe->flags & IORING_CQE_F_MORE)) {
             w->accepts_armed--;
-            if (!w->stopping && slot < w->listen_count && w->listen_fd[slot] >= 0)
+            if (!w->stopping && slot < w->listen_count && w->listen_fd[slot] >= 0 &&
+                !w->listen_paused[slot])
                 arm_accept(w, slot);
         }
         break;
+    }
     case OP_RECV:
     case OP_SEND:
     case OP_SHUTDOWN:
@@ -214,6 +229,13 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe, uint64_t *last_
         smtp_server_complete(w, op, slot, ud_gen(ud), cqe);
         break;
     case OP_TICK:
+        for (unsigned i = 0; i < w->listen_count; i++)
+            if (w->listen_paused[i] && !w->stopping && w->listen_fd[i] >= 0) {
+                w->listen_paused[i] = false;
+                arm_accept(w, i);
+            }
+        if (w->http && !w->stopping)
+            http_metrics_tick(w);
         run_wheel(w, last_tick);
         if (w->stopping && w->now_ms >= w->stop_deadline_ms)
             smtp_server_stop_now(w);
@@ -358,6 +380,7 @@ static void *worker_main(void *arg)
             n++;
         }
         io_uring_cq_advance(&w->ring, n);
+        spool_worker_run_deferred(w);
         /* Sessions that waited for buffers or write slots resume when some came back;
          * sessions that closed while waiting are reaped in any case. */
         smtp_server_buffers_back(w, w->bufs_returned || w->spool_slots_freed);
@@ -388,6 +411,11 @@ int engine_start(struct engine_shared *e, const struct rr_config *cfg, unsigned 
                 cpus[ncpu++] = c;
     atomic_store(&e->cfg, cfg);
     atomic_store(&e->cfg_gen, 1);
+    for (unsigned i = 0; i < count; i++) {  /* before any thread waits on the barrier */
+        e->workers[i].wake_fd = eventfd(0, EFD_CLOEXEC);
+        if (e->workers[i].wake_fd < 0)
+            return -errno;
+    }
     pthread_barrier_init(&start_barrier, NULL, count + 1);
     for (unsigned i = 0; i < count; i++) {
         struct worker *w = &e->workers[i];
@@ -395,9 +423,6 @@ int engine_start(struct engine_shared *e, const struct rr_config *cfg, unsigned 
         w->cpu = ncpu ? cpus[i % (unsigned)ncpu] : -1;
         w->cfg = cfg;
         w->cfg_gen = 1;
-        w->wake_fd = eventfd(0, EFD_CLOEXEC);
-        if (w->wake_fd < 0)
-            return -errno;
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {
             log_event(LOG_FATAL, "event=thread_create_failed worker=%u", i);
             abort();

@@ -100,6 +100,8 @@ struct worker {
     unsigned listen_count;
     bool accepting;               /* accepts armed */
     unsigned accepts_armed;       /* multishot accepts in flight */
+    bool listen_paused[ENGINE_LISTEN_MAX]; /* accept stopped until the next tick (EMFILE...) */
+    uint64_t accept_error_second; /* last second an accept error was logged */
 
     struct conn **conns;          /* session table, connections_max slots */
     uint32_t *conn_free;          /* free slot stack */
@@ -130,15 +132,17 @@ struct worker {
 };
 
 /* Shared state of the process: read by workers, written by the main thread. */
+/* Read-mostly: workers read cfg_gen every loop pass and spool_free_bytes at every MAIL; the
+ * main thread writes them rarely. Each sits on its own cache line. */
 struct engine_shared {
     struct worker *workers;       /* workers[0..count) */
     unsigned count;
-    const struct rr_config *_Atomic cfg; /* newest configuration */
+    int spool_dir_fd;             /* O_DIRECTORY fd of spool_dir */
+    uint64_t queue_messages;      /* messages recovered from the spool at start-up */
+    _Alignas(RR_CACHELINE) const struct rr_config *_Atomic cfg; /* newest configuration */
     _Atomic uint64_t cfg_gen;     /* bumped on every publish */
     _Atomic bool stop;            /* SIGTERM */
-    _Atomic uint64_t spool_free_bytes; /* free bytes under spool_dir, refreshed each second */
-    _Atomic uint64_t queue_messages;   /* messages in the spool */
-    int spool_dir_fd;             /* O_DIRECTORY fd of spool_dir */
+    _Alignas(RR_CACHELINE) _Atomic uint64_t spool_free_bytes; /* refreshed each second */
 };
 
 extern struct engine_shared engine;

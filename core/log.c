@@ -20,8 +20,9 @@
 
 #define LOG_LINE_BYTES_MAX  2048  /* longer lines are cut and end in "..." */
 #define LOG_Q_SLOTS         8     /* log_q results alive at once per thread */
-#define LOG_Q_BYTES         512   /* one log_q result, quotes and escapes included */
 #define LOG_Q_INPUT_MAX     400   /* input bytes considered before "..." */
+#define LOG_Q_BYTES         (4 * LOG_Q_INPUT_MAX + 8) /* one result: every byte as \xNN,
+                                                         quotes, "..." and the NUL */
 
 bool log_verbose;
 

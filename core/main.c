@@ -351,13 +351,24 @@ int main(int argc, char **argv)
                   log_q(strerror(err ? -err : errno)));
         return 1;
     }
+    {
+        /* A spool directory made just now must itself be durable before any 250. */
+        char parent[CONFIG_PATH_BYTES_MAX + 4];
+        int pfd;
+        snprintf(parent, sizeof(parent), "%s/..", cfg->spool_dir);
+        pfd = open(parent, O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+        if (fsync(engine.spool_dir_fd) < 0 || pfd < 0 || fsync(pfd) < 0)
+            log_event(LOG_WARN, "event=spool_dir_sync_failed error=%s", log_q(strerror(errno)));
+        if (pfd >= 0)
+            close(pfd);
+    }
     err = spool_scan_dir(cfg->spool_dir, count_message, &recovered, &st);
     if (err < 0) {
         log_event(LOG_FATAL, "event=spool_error dir=%s error=%s", log_q(cfg->spool_dir),
                   log_q(strerror(-err)));
         return 1;
     }
-    atomic_store(&engine.queue_messages, recovered);
+    engine.queue_messages = recovered;
     log_event(LOG_INFO, "event=spool_recovered messages=%" PRIu64 " segments=%u incomplete=%u "
               "skipped_bytes=%" PRIu64, recovered, st.segments, st.incomplete, st.bad_bytes);
     sample_free_space(cfg->spool_dir);

@@ -123,12 +123,27 @@ size_t metrics_render(char *buf, size_t cap, const struct metrics *m,
                    RCPT_REASON_COUNT);
     counter_family(&o, "ringrelay_protocol_errors_total", "SMTP protocol faults, by reason.",
                    "reason", metrics_proto_reason_name, m->protocol_errors, PROTO_REASON_COUNT);
-    single(&o, "ringrelay_queue_messages", "gauge", "Messages in the spool.", queue_messages);
+    single(&o, "ringrelay_queue_messages", "gauge", "Messages in the spool.",
+           queue_messages + m->queue_added);
     single(&o, "ringrelay_spool_fsyncs_total", "counter",
            "fdatasync calls on spool segments (group commits).", m->spool_fsyncs);
     single(&o, "ringrelay_spool_writes_total", "counter", "Spool write operations.",
            m->spool_writes);
 
+    {
+        static const char *const auth_results[] = { "success", "failure" };
+        static const char *const delivery_results[] = { "delivered", "deferred", "bounced" };
+        counter_family(&o, "ringrelay_auth_total", "SMTP AUTH attempts, by result.", "result",
+                       auth_results, m->auth, 2);
+        counter_family(&o, "ringrelay_tls_handshakes_total", "TLS handshakes, by result.",
+                       "result", auth_results, m->tls_handshakes, 2);
+        counter_family(&o, "ringrelay_deliveries_total", "Delivery attempts, by result.",
+                       "result", delivery_results, m->deliveries, 3);
+        single(&o, "ringrelay_relay_notifications_total", "counter",
+               "Relaying notices sent to customers.", m->relay_notifications);
+        single(&o, "ringrelay_bpf_connections_refused_total", "counter",
+               "Connections refused by the per-IP limits.", m->bpf_refused);
+    }
     put(&o, "# HELP ringrelay_accept_latency_seconds End of DATA to the 250 reply.\n"
             "# TYPE ringrelay_accept_latency_seconds histogram\n");
     for (unsigned i = 0; i < METRICS_LATENCY_BUCKETS; i++) {

@@ -79,6 +79,12 @@ struct metrics {
     uint64_t protocol_errors[PROTO_REASON_COUNT];
     uint64_t spool_fsyncs;        /* fdatasync calls on spool segments */
     uint64_t spool_writes;        /* spool write operations */
+    uint64_t queue_added;         /* messages this worker put in the spool */
+    uint64_t auth[2];             /* AUTH attempts: [0] success, [1] failure */
+    uint64_t tls_handshakes[2];   /* TLS handshakes: [0] success, [1] failure */
+    uint64_t deliveries[3];       /* delivery attempts: delivered, deferred, bounced */
+    uint64_t relay_notifications; /* relaying notices generated */
+    uint64_t bpf_refused;         /* connections refused in the kernel (read from BPF maps) */
     struct metrics_hist accept_latency; /* end of DATA to the 250 */
 } __attribute__((aligned(RR_CACHELINE)));
 

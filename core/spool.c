@@ -187,14 +187,15 @@ int spool_scan_segment(int dir_fd, const char *name, spool_msg_cb cb, void *arg,
         struct scan_msg *m;
 
         if (!rec_valid(map + off, size - off, h.key)) {
-            uint64_t step = SPOOL_REC_ALIGN;
-            /* Preallocated, never written space is zeros: skip it a page at a time. */
-            while (off + step + 4096 <= size && !map[off] &&
-                   !memcmp(map + off, map + off + 1, 4095) && !map[off + 4095])
+            /* Preallocated, never written space is zeros: skip it a page at a time (and
+             * look again right where the zeros end: a record may start there). */
+            if (off + 4096 <= size && !map[off] && !memcmp(map + off, map + off + 1, 4095)) {
                 off += 4096;
-            if (off + step <= size && memcmp(map + off, "\0\0\0\0\0\0\0\0", step))
-                st->bad_bytes += step;  /* zeros are never-written space, not damage */
-            off += step;
+                continue;
+            }
+            if (memcmp(map + off, "\0\0\0\0\0\0\0\0", SPOOL_REC_ALIGN))
+                st->bad_bytes += SPOOL_REC_ALIGN;  /* zeros are unwritten space, not damage */
+            off += SPOOL_REC_ALIGN;
             continue;
         }
         memcpy(&r, map + off, sizeof(r));

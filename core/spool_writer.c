@@ -57,6 +57,7 @@ struct spool_seg {
     struct spool_msg_w *wait_head, *wait_tail; /* committed, waiting for the next fsync */
     struct spool_msg_w *sync_list;/* covered by the fsync in flight */
     struct spool_seg_header header; /* written at offset 0 */
+    char name[32];                /* file name; the open reads it after submission */
 };
 
 struct spool_wop {
@@ -80,6 +81,7 @@ struct spool_worker {
     uint32_t *wop_free;           /* free slot stack */
     uint32_t wop_free_count;
     uint32_t ops_inflight;        /* everything submitted and not completed */
+    struct spool_msg_w *deferred; /* failed before any write: done() at the end of the pass */
     uint64_t id_ms;               /* logical clock of the last id handed out */
     uint32_t id_seq;              /* ids handed out within id_ms */
 };
@@ -169,7 +171,6 @@ static void seg_prepare(struct worker *w)
     struct spool_worker *s = w->spool;
     struct spool_seg *g;
     struct io_uring_sqe *sqe;
-    char name[32];
 
     if (s->next)
         return;
@@ -179,14 +180,12 @@ static void seg_prepare(struct worker *w)
     g->id = next_id(w);
     g->state = SEG_OPENING;
     s->next = g;
-    spool_seg_name(g->id, name, sizeof(name));
+    spool_seg_name(g->id, g->name, sizeof(g->name));
     sqe = engine_sqe(w);
-    /* The name must outlive the submission only; liburing copies nothing, so submit now. */
-    io_uring_prep_openat(sqe, engine.spool_dir_fd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC,
-                         0640);
+    io_uring_prep_openat(sqe, engine.spool_dir_fd, g->name,
+                         O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0640);
     io_uring_sqe_set_data64(sqe, engine_ud(OP_SPOOL_OPEN, g->slot, g->gen));
     s->ops_inflight++;
-    io_uring_submit(&w->ring);
 }
 
 /* seg_broken - a segment can no longer be trusted: nothing new goes there. */
@@ -263,7 +262,7 @@ void spool_worker_fini(struct worker *w)
 /* spool_worker_busy - operations still to complete. */
 bool spool_worker_busy(struct worker *w)
 {
-    return w->spool && w->spool->ops_inflight;
+    return w->spool && (w->spool->ops_inflight || w->spool->deferred);
 }
 
 /* spool_writes_available - room for n more writes. */
@@ -298,6 +297,37 @@ int spool_msg_begin(struct worker *w, struct spool_msg_w *m)
     return 0;
 }
 
+/* finish - the message is over: tell its owner once. */
+static void finish(struct worker *w, struct spool_msg_w *m, int err)
+{
+    struct spool_seg *g = m->seg;
+
+    g->msgs_active--;
+    m->done(w, m, err);
+    seg_maybe_close(w, g);
+}
+
+/* defer_finish - fail a message outside the caller's stack: its owner's done() must not
+ * run inside spool_msg_commit (the owner is in the middle of reading input). */
+static void defer_finish(struct worker *w, struct spool_msg_w *m, int err)
+{
+    m->err = err;
+    m->next = w->spool->deferred;
+    w->spool->deferred = m;
+}
+
+/* spool_worker_run_deferred - end of a loop pass: the deferred done() calls. */
+void spool_worker_run_deferred(struct worker *w)
+{
+    struct spool_msg_w *m = w->spool->deferred, *next;
+
+    w->spool->deferred = NULL;
+    for (; m; m = next) {
+        next = m->next;
+        finish(w, m, m->err);
+    }
+}
+
 /* group_fsync - start the segment's next group commit if one is due and none runs. With a
  * commit delay, the first waiting message holds the fsync back that long (or until
  * SPOOL_GROUP_MAX messages wait), so that more messages share it. */
@@ -308,6 +338,17 @@ static void group_fsync(struct worker *w, struct spool_seg *g, bool delay_over)
 
     if (g->fsync_inflight || !g->wait_head)
         return;
+    if (g->state == SEG_BROKEN) {
+        /* An earlier fsync failed: a new one could succeed without the lost pages. */
+        struct spool_msg_w *m = g->wait_head, *next;
+        g->wait_head = g->wait_tail = NULL;
+        g->wait_count = 0;
+        for (; m; m = next) {
+            next = m->next;
+            finish(w, m, -EIO);
+        }
+        return;
+    }
     if (delay_us && !delay_over && g->wait_count < SPOOL_GROUP_MAX) {
         if (!g->delay_armed) {
             g->delay_armed = true;
@@ -414,16 +455,6 @@ void spool_msg_write(struct worker *w, struct spool_msg_w *m, uint16_t bid,
     wop_submit(w, o);
 }
 
-/* finish - the message is over: tell its owner once. */
-static void finish(struct worker *w, struct spool_msg_w *m, int err)
-{
-    struct spool_seg *g = m->seg;
-
-    g->msgs_active--;
-    m->done(w, m, err);
-    seg_maybe_close(w, g);
-}
-
 /* spool_msg_commit - the last content (if any) and the COMMIT record in one write. The
  * message joins its segment's next group commit once all its writes have completed. */
 void spool_msg_commit(struct worker *w, struct spool_msg_w *m, uint16_t bid,
@@ -435,12 +466,14 @@ void spool_msg_commit(struct worker *w, struct spool_msg_w *m, uint16_t bid,
     m->envelope = env;
     m->envelope_len = len;
     m->committing = true;
-    if (m->err || m->seg->state == SEG_BROKEN) {
+    if (!m->err && m->seg->state == SEG_BROKEN)
+        m->err = -EIO;
+    if (!m->err && !spool_writes_available(w, 1))
+        m->err = -EAGAIN;  /* every write slot busy: a temporary failure, 451 */
+    if (m->err) {
         if (!m->inflight)
-            finish(w, m, m->err ? m->err : -EIO);
-        else if (!m->err)
-            m->err = -EIO;
-        return;
+            defer_finish(w, m, m->err);
+        return;  /* else the last write completion finishes it */
     }
     o = wop_get(w, m, bid);
     o->commit = true;
@@ -499,8 +532,8 @@ static void write_done(struct worker *w, struct spool_wop *o, int res)
     if (m->aborted) {
         finish(w, m, -ECANCELED);
     } else if (m->committing) {
-        if (m->err) {
-            finish(w, m, m->err);
+        if (m->err || g->state == SEG_BROKEN) {
+            finish(w, m, m->err ? m->err : -EIO);
             return;
         }
         /* Every record of the message is written: the next fsync makes it durable. */
@@ -550,6 +583,9 @@ static void seg_opened(struct worker *w, struct spool_seg *g, int res)
     }
     g->fd = res;
     seg_header_fill(w, g);
+    /* The three linked entries must reach the kernel in one submission. */
+    if (io_uring_sq_space_left(&w->ring) < 3)
+        io_uring_submit(&w->ring);
     sqe = engine_sqe(w);
     /* Preallocate (see spool_worker_init); a hard link goes on even if it fails. */
     io_uring_prep_fallocate(sqe, g->fd, 0, 0, (off_t)w->cfg->segment_bytes_max);

@@ -48,6 +48,10 @@ int spool_worker_init(struct worker *w);
 /* spool_worker_fini - close what is left (after the loop ended). */
 void spool_worker_fini(struct worker *w);
 
+/* spool_worker_run_deferred - call the done() of messages that failed before any write
+ * (at the end of each loop pass, never inside a session's input processing). */
+void spool_worker_run_deferred(struct worker *w);
+
 /* spool_worker_busy - whether spool operations are still in flight. */
 bool spool_worker_busy(struct worker *w);
 

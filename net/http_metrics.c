@@ -147,8 +147,7 @@ static void respond(struct http_client *k)
         metrics_sum(&sum, shards, count);
         body = k->resp + 512;  /* leave room for the head in front */
         body_len = metrics_render(body, HTTP_RESPONSE_BYTES - 512,
-                                  &sum, atomic_load(&engine.cfg),
-                                  atomic_load_explicit(&engine.queue_messages, memory_order_relaxed));
+                                  &sum, atomic_load(&engine.cfg), engine.queue_messages);
     } else if (strncmp(k->req + 4, "/ ", 2) == 0) {
         body = k->resp + 512;
         body_len = (size_t)snprintf(body, 256, "ringrelay: metrics at /metrics\n");
@@ -191,7 +190,8 @@ void http_metrics_complete(struct worker *w, enum engine_op op, uint32_t slot, u
                 arm_recv(w, k, i);
             }
         }
-        if (!h->accept_armed && !w->stopping && h->listen_fd >= 0)
+        /* On an error (out of descriptors) wait for the next tick instead of spinning. */
+        if (!h->accept_armed && !w->stopping && h->listen_fd >= 0 && cqe->res >= 0)
             arm_accept(w);
         return;
     }
@@ -235,6 +235,13 @@ void http_metrics_complete(struct worker *w, enum engine_op op, uint32_t slot, u
         arm_send(w, k, slot);
     else
         client_close(w, k);
+}
+
+/* http_metrics_tick - once a second: accept again if an error stopped it. */
+void http_metrics_tick(struct worker *w)
+{
+    if (!w->http->accept_armed && w->http->listen_fd >= 0)
+        arm_accept(w);
 }
 
 /* http_metrics_stop - no more scrapes. */

@@ -20,6 +20,9 @@ void http_metrics_arm(struct worker *w);
 void http_metrics_complete(struct worker *w, enum engine_op op, uint32_t slot, uint32_t gen,
                            const struct io_uring_cqe *cqe);
 
+/* http_metrics_tick - once a second: re-arm an accept that an error stopped. */
+void http_metrics_tick(struct worker *w);
+
 /* http_metrics_stop - stop accepting; clients in flight finish. */
 void http_metrics_stop(struct worker *w);
 

@@ -468,9 +468,10 @@ static void spool_done(struct worker *w, struct spool_msg_w *sm, int err)
         metrics_add(&w->m->bytes_accepted, sm->bytes);
         metrics_add(&w->m->recipients_accepted, t->rcpt_count);
         metrics_observe(&w->m->accept_latency, w->now_ns > t->end_ns ? w->now_ns - t->end_ns : 0);
-        atomic_fetch_add_explicit(&engine.queue_messages, 1, memory_order_relaxed);
+        metrics_add(&w->m->queue_added, 1);
         log_event(LOG_INFO, "event=accepted id=%s from=<%s> nrcpt=%u size=%" PRIu64
-                  " login= peer=%s", qid, log_q(t->from.text) , t->rcpt_count, sm->bytes,
+                  " login= peer=%s", qid, t->from.len ? log_q(t->from.text) : "",
+                  t->rcpt_count, sm->bytes,
                   c ? c->peer_text : "gone");
     }
     if (!c) {
@@ -499,6 +500,7 @@ static void spool_done(struct worker *w, struct spool_msg_w *sm, int err)
 void smtp_end_of_content(struct conn *c, uint16_t bid, struct iovec *iov, unsigned n)
 {
     struct txn *t = c->txn;
+    struct iovec spare[1];
     static const enum metrics_msg_reason data_reason[SMTP_DATA_ERR_COUNT] = {
         [SMTP_DATA_BARE_LF] = MSG_BARE_EOL, [SMTP_DATA_BARE_CR] = MSG_BARE_EOL,
         [SMTP_DATA_NUL] = MSG_NUL, [SMTP_DATA_LINE_TOO_LONG] = MSG_LINE_TOO_LONG,
@@ -507,6 +509,10 @@ void smtp_end_of_content(struct conn *c, uint16_t bid, struct iovec *iov, unsign
     enum smtp_data_err err;
     uint64_t bytes;
 
+    if (!iov) {  /* no content in hand (an empty chunk): room for a final CRLF all the same */
+        iov = spare;
+        n = 0;
+    }
     if (c->state == ST_BDAT) {
         if (c->bdat_discard || !t) {
             conn_set_state(c, !t ? (c->helo[0] ? ST_READY : ST_INIT) : ST_MAIL);

@@ -302,7 +302,7 @@ static void arm_recv(struct conn *c)
 {
     struct io_uring_sqe *sqe;
 
-    if (c->recv_active || c->closing || c->close_after_send)
+    if (c->recv_active || c->closing || c->close_after_send || c->peer_eof)
         return;
     sqe = engine_sqe(c->w);
     io_uring_prep_recv_multishot(sqe, c->fd, NULL, 0, 0);
@@ -551,6 +551,10 @@ static void process_input(struct conn *c)
             used = content_in(c, bid, data, avail);
         } else {
             if (c->out_len + CONN_OUT_ROOM > CONN_OUT_BYTES) {
+                /* The client sends ahead without reading our replies: wait for the send,
+                 * but not for long, since its queued input holds receive buffers. */
+                if (!c->timer.next || c->timer.deadline_ms > c->w->now_ms + CONN_LINGER_MS)
+                    engine_timer_set(c->w, &c->timer, c->w->now_ms + CONN_LINGER_MS);
                 conn_flush(c);  /* resumes from the send completion */
                 break;
             }
@@ -564,6 +568,15 @@ static void process_input(struct conn *c)
     }
     if (!c->closing && c->in_head == ENGINE_BUF_NONE && c->recv_paused && !c->recv_active)
         arm_recv(c);
+    if (c->peer_eof && !c->closing && !c->close_after_send && c->in_head == ENGINE_BUF_NONE &&
+        c->state != ST_COMMIT && !c->waiting) {
+        /* All the client sent is handled and answered: a message cut short is dropped. */
+        if (c->state == ST_DATA || c->state == ST_BDAT)
+            conn_close(c);
+        else
+            conn_close_after_reply(c);
+        return;
+    }
     conn_flush(c);
 }
 
@@ -587,14 +600,23 @@ static void recv_done(struct conn *c, const struct io_uring_cqe *cqe)
         if (!c->closing)
             process_input(c);
     } else if (cqe->res == 0) {
-        conn_close(c);
+        /* End of file: the client may have half-closed after its last command; answer
+         * what it sent (and wait for a message being committed) before closing. */
+        c->peer_eof = true;
+        if (!c->closing)
+            process_input(c);
     } else if (cqe->res == -ENOBUFS) {
         wait_for_resources(c);  /* re-armed when buffers come back */
     } else if (cqe->res != -ECANCELED) {
         conn_close(c);
     }
-    if (!more && !c->closing && !c->recv_paused && !c->waiting && !c->close_after_send)
-        arm_recv(c);
+    if (!more && !c->closing && !c->waiting && !c->close_after_send && !c->peer_eof) {
+        /* A pause may have ended in the same pass that cancelled the receive. */
+        if (c->recv_paused && c->in_count < CONN_IN_BUFS_MAX)
+            c->recv_paused = false;
+        if (!c->recv_paused)
+            arm_recv(c);
+    }
     conn_reap(c);
 }
 
@@ -683,7 +705,8 @@ void smtp_server_timer(struct worker *w, struct engine_timer *t)
         metrics_add(&w->m->protocol_errors[slow ? PROTO_SLOW : PROTO_TIMEOUT], 1);
         metrics_add(&w->m->messages_rejected[MSG_ABORTED], 1);
     } else {
-        conn_reply(c, "421 4.4.2 %s Error: timeout exceeded", cfg->hostname);
+        if (c->out_len + CONN_OUT_ROOM / 4 <= CONN_OUT_BYTES)  /* a client not reading has no room */
+            conn_reply(c, "421 4.4.2 %s Error: timeout exceeded", cfg->hostname);
         conn_rejected(c, "421 4.4.2", "timeout");
         metrics_add(&w->m->protocol_errors[PROTO_TIMEOUT], 1);
     }

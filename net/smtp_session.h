@@ -69,6 +69,7 @@ struct conn {
     bool close_after_send;        /* close once the output is sent */
     bool esmtp;                   /* EHLO (not HELO) given: PIPELINING was offered */
     bool waiting;                 /* on the worker's wait list */
+    bool peer_eof;                /* the client shut its sending side: finish, then close */
     bool stop_after_txn;          /* shutting down: 421 after the current message */
     bool line_overflow;           /* command line beyond 512 octets: discarding */
     bool bdat_discard;            /* current BDAT chunk is read and dropped */

@@ -338,7 +338,7 @@ static const struct error_case error_cases[] = {
     /* values, one per type */
     { "[server]\nworkers = many\n", 1, { "2: workers: 'many' is not a whole number" } },
     { "[server]\nworkers = -1\n", 1, { "2: workers: '-1' is not a whole number" } },
-    { "[server]\nworkers = 257\n", 1, { "2: workers: 257 is out of range (0..256)" } },
+    { "[server]\nworkers = 65\n", 1, { "2: workers: 65 is out of range (0..64)" } },
     { "[limits]\nmax_recipients = 0\n", 1,
       { "2: max_recipients: 0 is out of range (1..1000)" } },
     { "[limits]\nidle_timeout = 5 minutes\n", 1,

@@ -143,6 +143,17 @@ int main(void)
     CHECK(f.count == 1 && f.qids[0] == 21 && !strcmp(f.bodies[0], "kept\r\n"),
           "hole: count %u", f.count);
 
+    /* holes of whole pages (a lost write of 4096 or 8192 bytes) before a complete message */
+    for (size_t hole = 4096; hole <= 8192; hole += 4096) {
+        seg_init(s, 1);
+        memset(s->buf + s->len, 0, hole);
+        s->len += hole;
+        put(s, SPOOL_REC_DATA, 22, 0, "after\r\n", 7, KEY);
+        commit(s, 22, 1, 7);
+        f = scan(s, &st);
+        CHECK(f.count == 1 && f.qids[0] == 22, "page hole %zu: count %u", hole, f.count);
+    }
+
     /* a torn record (payload changed after sealing) is rejected, message incomplete */
     seg_init(s, 1);
     at = put(s, SPOOL_REC_DATA, 30, 0, "abcdef\r\n", 8, KEY);
