@@ -49,6 +49,14 @@ $(BUILD)/obj/%.o: %.c
 	@$(if $(Q),echo "  CC      $<")
 	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -MMD -MP -c $< -o $@
 
+# The version is compiled into main.o and metrics.o: rebuild them when it changes.
+$(BUILD)/version.stamp: FORCE
+	@mkdir -p $(BUILD)
+	@echo '$(VERSION)' | cmp -s - $@ || echo '$(VERSION)' > $@
+$(BUILD)/obj/core/main.o $(BUILD)/obj/core/metrics.o: $(BUILD)/version.stamp
+.PHONY: FORCE
+FORCE:
+
 $(BUILD)/libringrelay.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $^
