@@ -1,70 +1,17 @@
 /*
- * test_config.c - unit tests of core/config.c and core/config_check.c: whole files written to
- * a temporary directory (defaults, every key, every kind of error with its exact "FILE:LINE: "
- * prefix), -o overrides and the -t file checks. The value parsers and network matching are
- * tested in test_config_value.c.
+ * test_config.c - unit tests of core/config.c: whole files written to a temporary directory
+ * (defaults, every key, every kind of error with its exact "FILE:LINE: " prefix) and -o
+ * overrides. The -t file checks (core/config_check.c) are tested in test_config_check.c, the
+ * value parsers and network matching in test_config_value.c.
  */
 #include <stdlib.h>
 #include <string.h>
-#include <sys/stat.h>
 #include <unistd.h>
 
 #include "core/config.h"
 #include "tests/unit/check.h"
 #include "tests/unit/config_cmp.h"
-
-static char tmpdir[] = "/tmp/test_config.XXXXXX";
-static char conf_path[256];     /* the file load_text() writes */
-
-/* path_in - tmpdir/name, in one of a few rotating static buffers. */
-static const char *path_in(const char *name)
-{
-    static char bufs[8][512];
-    static unsigned next;
-    char *b = bufs[next++ % 8];
-    snprintf(b, sizeof(bufs[0]), "%s/%s", tmpdir, name);
-    return b;
-}
-
-static void write_file(const char *path, const char *text)
-{
-    FILE *f = fopen(path, "w");
-    if (!f) {
-        perror(path);
-        exit(2);
-    }
-    fputs(text, f);
-    fclose(f);
-}
-
-/* load_text - write text as the config file, load it with overrides; *errs gets the report
- * (free it). Returns the problem count. */
-static int load_text(struct rr_config *cfg, const char *text, char *const *ov, unsigned n,
-                     char **errs)
-{
-    size_t size;
-    FILE *e = open_memstream(errs, &size);
-    int problems;
-
-    write_file(conf_path, text);
-    problems = config_load(cfg, conf_path, ov, n, e);
-    fclose(e);
-    return problems;
-}
-
-/* has_line - errs holds exactly this line. */
-static bool has_line(const char *errs, const char *line)
-{
-    size_t len = strlen(line);
-    for (const char *p = errs; p && *p; ) {
-        const char *nl = strchr(p, '\n');
-        size_t l = nl ? (size_t)(nl - p) : strlen(p);
-        if (l == len && memcmp(p, line, len) == 0)
-            return true;
-        p = nl ? nl + 1 : NULL;
-    }
-    return false;
-}
+#include "tests/unit/config_test_util.h"
 
 /* fline - "conf_path:LINE: msg" */
 static const char *fline(unsigned line, const char *msg)
@@ -707,198 +654,17 @@ static void test_overrides(void)
 
 /* ---------------------------------------------------------------------------------------- */
 
-static void test_check_files(void)
-{
-    struct rr_config cfg;
-    char *errs = NULL, text[8192], line[2048];
-    size_t size;
-    int problems;
-
-    static const char *const names[] = {
-        "cert.pem", "key.pem", "users", "domains", "logins", "notice.txt", "hosts", "auth.sock",
-    };
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        write_file(path_in(names[i]), "x\n");
-    mkdir(path_in("spool-exists"), 0700);
-    write_file(path_in("spool-file"), "");
-
-    snprintf(text, sizeof(text),
-             "[tls]\ncert = %s\n", path_in("cert.pem"));
-    snprintf(text + strlen(text), sizeof(text) - strlen(text), "key = %s\n", path_in("key.pem"));
-    snprintf(text + strlen(text), sizeof(text) - strlen(text), "[auth]\npasswd_file = %s\n",
-             path_in("users"));
-    snprintf(text + strlen(text), sizeof(text) - strlen(text),
-             "[policy]\nhosted_domains = %s\n", path_in("domains"));
-    snprintf(text + strlen(text), sizeof(text) - strlen(text), "sender_logins = %s\n",
-             path_in("logins"));
-    snprintf(text + strlen(text), sizeof(text) - strlen(text), "notify_template = %s\n",
-             path_in("notice.txt"));
-    snprintf(text + strlen(text), sizeof(text) - strlen(text), "host_registry = %s\n",
-             path_in("hosts"));
-    snprintf(text + strlen(text), sizeof(text) - strlen(text), "[server]\nspool_dir = %s\n",
-             path_in("spool-new/"));
-
-    /* everything present; the spool does not exist yet but can be created */
-    problems = load_text(&cfg, text, NULL, 0, &errs);
-    CHECK(problems == 0, "files: %s", errs);
-    free(errs);
-    FILE *e = open_memstream(&errs, &size);
-    problems = config_check_files(&cfg, e);
-    fclose(e);
-    CHECK(problems == 0, "check present: %d\n%s", problems, errs);
-    free(errs);
-    config_free(&cfg);
-
-    /* an existing spool, a dovecot socket that exists */
-    char *ov_ok[] = { NULL, NULL };
-    char o1[1024], o2[1024];
-    snprintf(o1, sizeof(o1), "server.spool_dir=%s", path_in("spool-exists"));
-    snprintf(o2, sizeof(o2), "auth.dovecot_socket=%s", path_in("auth.sock"));
-    ov_ok[0] = o1;
-    ov_ok[1] = o2;
-    problems = load_text(&cfg, "", ov_ok, 2, &errs);
-    free(errs);
-    e = open_memstream(&errs, &size);
-    problems += config_check_files(&cfg, e);
-    fclose(e);
-    CHECK(problems == 0, "check spool exists: %s", errs);
-    free(errs);
-    config_free(&cfg);
-
-    /* a spool several levels below the nearest existing directory: main.c does mkdir -p */
-    snprintf(o1, sizeof(o1), "server.spool_dir=%s", path_in("no/such/parents/spool//"));
-    char *ov_deep[] = { o1 };
-    problems = load_text(&cfg, "", ov_deep, 1, &errs);
-    free(errs);
-    e = open_memstream(&errs, &size);
-    problems += config_check_files(&cfg, e);
-    fclose(e);
-    CHECK(problems == 0, "deep spool: %s", errs);
-    free(errs);
-    config_free(&cfg);
-
-    /* everything missing: one line per key, at that key's line */
-    for (size_t i = 0; i < sizeof(names) / sizeof(names[0]); i++)
-        unlink(path_in(names[i]));
-    problems = load_text(&cfg, text, NULL, 0, &errs);
-    free(errs);
-    e = open_memstream(&errs, &size);
-    problems = config_check_files(&cfg, e);
-    fclose(e);
-    static const struct { unsigned line; const char *key, *file; } missing[] = {
-        { 2, "cert", "cert.pem" }, { 3, "key", "key.pem" }, { 5, "passwd_file", "users" },
-        { 7, "hosted_domains", "domains" }, { 8, "sender_logins", "logins" },
-        { 9, "notify_template", "notice.txt" }, { 10, "host_registry", "hosts" },
-    };
-    CHECK(problems == 7, "check missing: %d\n%s", problems, errs);
-    for (size_t i = 0; i < sizeof(missing) / sizeof(missing[0]); i++) {
-        snprintf(line, sizeof(line), "%s:%u: %s: cannot read %s: No such file or directory",
-                 conf_path, missing[i].line, missing[i].key, path_in(missing[i].file));
-        CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
-    }
-    free(errs);
-    config_free(&cfg);
-
-    /* the dovecot socket missing, a directory as a file, spool problems, all from -o */
-    char o3[1024], o4[1024], o5[1024];
-    snprintf(o3, sizeof(o3), "auth.dovecot_socket=%s", path_in("auth.sock"));
-    snprintf(o4, sizeof(o4), "tls.cert=%s", tmpdir);
-    snprintf(o5, sizeof(o5), "server.spool_dir=%s", path_in("spool-file/a/spool"));
-    char *ov_bad[] = { o3, o4, o5 };
-    problems = load_text(&cfg, "", ov_bad, 3, &errs);
-    CHECK(problems == 0, "bad -o load: %s", errs);
-    free(errs);
-    e = open_memstream(&errs, &size);
-    problems = config_check_files(&cfg, e);
-    fclose(e);
-    CHECK(problems == 3, "check -o: %d\n%s", problems, errs);
-    snprintf(line, sizeof(line), "-o:1: dovecot_socket: %s: No such file or directory",
-             path_in("auth.sock"));
-    CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
-    snprintf(line, sizeof(line), "-o:2: cert: cannot read %s: Is a directory", tmpdir);
-    CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
-    snprintf(line, sizeof(line), "-o:3: spool_dir: %s cannot be created: %s is not a "
-             "directory", path_in("spool-file/a/spool"), path_in("spool-file"));
-    CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
-    free(errs);
-    config_free(&cfg);
-
-    /* a FIFO is refused without being opened (opening it would block) */
-    mkfifo(path_in("fifo"), 0600);
-    snprintf(text, sizeof(text), "[policy]\nhost_registry = %s\n", path_in("fifo"));
-    problems = load_text(&cfg, text, NULL, 0, &errs);
-    free(errs);
-    e = open_memstream(&errs, &size);
-    problems = config_check_files(&cfg, e);
-    fclose(e);
-    snprintf(line, sizeof(line), "%s:2: host_registry: cannot read %s: not a regular file",
-             conf_path, path_in("fifo"));
-    CHECK(problems == 1 && has_line(errs, line), "fifo: %s", errs);
-    free(errs);
-    config_free(&cfg);
-
-    /* a spool that is a file */
-    snprintf(text, sizeof(text), "# spool\n[server]\nspool_dir = %s\n", path_in("spool-file"));
-    problems = load_text(&cfg, text, NULL, 0, &errs);
-    free(errs);
-    e = open_memstream(&errs, &size);
-    problems = config_check_files(&cfg, e);
-    fclose(e);
-    snprintf(line, sizeof(line), "%s:3: spool_dir: %s is not a directory", conf_path,
-             path_in("spool-file"));
-    CHECK(problems == 1 && has_line(errs, line), "spool file: %s", errs);
-    free(errs);
-    config_free(&cfg);
-
-    /* the defaults: "./spool" relative to the working directory, reported as (default):0 */
-    char cwd[1024];
-    CHECK(getcwd(cwd, sizeof(cwd)) != NULL, "getcwd");
-    CHECK(chdir(tmpdir) == 0, "chdir");
-    e = open_memstream(&errs, &size);
-    problems = config_load(&cfg, NULL, NULL, 0, e);
-    problems += config_check_files(&cfg, e);
-    fclose(e);
-    CHECK(problems == 0, "defaults in tmpdir: %s", errs);
-    free(errs);
-    config_free(&cfg);
-    write_file(path_in("spool"), "");
-    e = open_memstream(&errs, &size);
-    problems = config_load(&cfg, NULL, NULL, 0, e);
-    problems += config_check_files(&cfg, e);
-    fclose(e);
-    CHECK(problems == 1 && has_line(errs, "(default):0: spool_dir: ./spool is not a directory"),
-          "default spool: %s", errs);
-    free(errs);
-    config_free(&cfg);
-    unlink(path_in("spool"));
-    CHECK(chdir(cwd) == 0, "chdir back");
-}
-
-/* ---------------------------------------------------------------------------------------- */
-
-static void cleanup(void)
-{
-    char cmd[600];
-    snprintf(cmd, sizeof(cmd), "rm -rf '%s'", tmpdir);
-    if (system(cmd) != 0)
-        fprintf(stderr, "cleanup of %s failed\n", tmpdir);
-}
-
 int main(void)
 {
-    if (!mkdtemp(tmpdir)) {
-        perror("mkdtemp");
+    if (!config_test_setup())
         return 2;
-    }
-    snprintf(conf_path, sizeof(conf_path), "%s/relay.conf", tmpdir);
 
     test_defaults();
     test_every_key();
     test_errors();
     test_file_edges();
     test_overrides();
-    test_check_files();
 
-    cleanup();
+    config_test_cleanup();
     return check_done("test_config");
 }
