@@ -20,6 +20,8 @@
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
+#include <poll.h>
+#include <sys/signalfd.h>
 #include <sys/statvfs.h>
 #include <sys/un.h>
 #include <time.h>
@@ -27,6 +29,7 @@
 
 #include "core/alloc.h"
 #include "core/config.h"
+#include "core/control.h"
 #include "core/engine.h"
 #include "core/log.h"
 #include "core/spool.h"
@@ -325,7 +328,8 @@ int main(int argc, char **argv)
     uint64_t recovered = 0;
     sigset_t sigs;
     long ncpu;
-    int err, status = 0;
+    int err, status = 0, sig_fd, control_fd;
+    uint64_t started_ms = engine_now_ms();
 
     parse_args(argc, argv, &opts);
     cfg = load_config(&opts, opts.check_only);
@@ -387,7 +391,13 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < engine.count; i++)
         for (unsigned k = 0; k < ENGINE_LISTEN_MAX; k++)
             engine.workers[i].listen_fd[k] = -1;
-    if (open_listeners(cfg) < 0 || drop_privileges(cfg) < 0)
+    if (open_listeners(cfg) < 0)
+        return 1;
+    control_fd = control_open(cfg);
+    if (control_fd < 0)
+        log_event(LOG_WARN, "event=control_unavailable socket=%s error=%s",
+                  log_q(cfg->control_socket), log_q(strerror(-control_fd)));
+    if (drop_privileges(cfg) < 0)
         return 1;
 
     err = engine_start(&engine, cfg, engine.count);
@@ -402,19 +412,34 @@ int main(int argc, char **argv)
     log_ready(cfg);
     sd_notify_ready();
 
+    /* Signals and the control socket, with a one-second tick for the free-space sample. */
+    sig_fd = signalfd(-1, &sigs, SFD_CLOEXEC);
+    if (sig_fd < 0) {
+        log_event(LOG_FATAL, "event=start_failed error=%s", log_q(strerror(errno)));
+        abort();
+    }
     for (;;) {
-        struct timespec tick = { 1, 0 };
-        int sig = sigtimedwait(&sigs, NULL, &tick);
-        if (sig == SIGHUP) {
-            cfg = reload(&opts, cfg);
-        } else if (sig == SIGTERM || sig == SIGINT) {
-            log_event(LOG_INFO, "event=stopping signal=%s", sig == SIGTERM ? "TERM" : "INT");
-            atomic_store(&engine.stop, true);
-            engine_wake(&engine);
-            break;
+        struct pollfd p[2] = { { sig_fd, POLLIN, 0 }, { control_fd, POLLIN, 0 } };
+        struct signalfd_siginfo si;
+        int n = poll(p, control_fd >= 0 ? 2 : 1, 1000);
+
+        if (n > 0 && (p[0].revents & POLLIN) &&
+            read(sig_fd, &si, sizeof(si)) == (ssize_t)sizeof(si)) {
+            if (si.ssi_signo == SIGHUP) {
+                cfg = reload(&opts, cfg);
+            } else if (si.ssi_signo == SIGTERM || si.ssi_signo == SIGINT) {
+                log_event(LOG_INFO, "event=stopping signal=%s",
+                          si.ssi_signo == SIGTERM ? "TERM" : "INT");
+                atomic_store(&engine.stop, true);
+                engine_wake(&engine);
+                break;
+            }
         }
+        if (n > 0 && control_fd >= 0 && (p[1].revents & POLLIN))
+            control_serve(control_fd, cfg, started_ms);
         sample_free_space(cfg->spool_dir);
     }
+    control_close(control_fd, cfg);
     err = engine_join(&engine);
     if (err)
         status = 1;

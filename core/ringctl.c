@@ -1,6 +1,9 @@
 /*
  * ringctl.c - ringrelay's control tool.
  *
+ * Daemon commands go through the control socket (-s SOCKET, or control_socket of -c FILE):
+ *   ringctl [-s SOCKET | -c FILE] stats            counters of the running daemon
+ *
  * Offline spool commands read the spool directory named by the configuration directly,
  * read-only, so they are safe while the daemon runs (a message it is still writing is not
  * complete and is not shown):
@@ -10,12 +13,15 @@
  * SECURITY: export writes only inside DIR, with names made of hex queue ids.
  */
 #include <errno.h>
+#include <stdbool.h>
 #include <fcntl.h>
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
+#include <sys/un.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
@@ -33,8 +39,9 @@ struct export_ctx {
 static void usage(int status)
 {
     fprintf(status ? stderr : stdout,
-            "usage: ringctl [-c FILE] [-o section.key=value]... COMMAND\n"
+            "usage: ringctl [-s SOCKET | -c FILE] [-o section.key=value]... COMMAND\n"
             "commands:\n"
+            "  stats         counters of the running daemon (through the control socket)\n"
             "  spool         list the complete messages in the spool (offline, read-only)\n"
             "  export DIR    write each message to DIR/QID.env (envelope) and DIR/QID.eml\n");
     exit(status);
@@ -96,9 +103,48 @@ static int visit(const struct spool_msg *m, int seg_fd, void *arg)
     return 0;
 }
 
+/* daemon_request - send one request line to the daemon and copy its answer to stdout.
+ * Returns 0, or 1 after saying why on stderr. */
+static int daemon_request(const char *path, const char *request)
+{
+    struct sockaddr_un sun = { .sun_family = AF_UNIX };
+    char buf[4096];
+    ssize_t r;
+    int fd, status = 0;
+    bool first = true;
+
+    if (strlen(path) >= sizeof(sun.sun_path)) {
+        fprintf(stderr, "ringctl: %s: socket path too long\n", path);
+        return 1;
+    }
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        fprintf(stderr, "ringctl: cannot reach the daemon at %s: %s (is ringrelay running?)\n",
+                path, strerror(errno));
+        return 1;
+    }
+    if (write(fd, request, strlen(request)) != (ssize_t)strlen(request) || write(fd, "\n", 1) != 1) {
+        fprintf(stderr, "ringctl: %s: %s\n", path, strerror(errno));
+        close(fd);
+        return 1;
+    }
+    while ((r = read(fd, buf, sizeof(buf))) > 0) {
+        if (first && r >= 6 && !memcmp(buf, "error ", 6)) {
+            fprintf(stderr, "ringctl: %.*s", (int)r - 6, buf + 6);
+            status = 1;
+        } else if (fwrite(buf, 1, (size_t)r, stdout) != (size_t)r) {
+            status = 1;
+        }
+        first = false;
+    }
+    close(fd);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
-    const char *config_path = NULL;
+    const char *config_path = NULL, *socket_path = NULL;
     char *overrides[OVERRIDES_MAX];
     unsigned override_count = 0;
     struct rr_config cfg;
@@ -106,9 +152,11 @@ int main(int argc, char **argv)
     struct spool_scan_stats st = { 0 };
     int ch, err;
 
-    while ((ch = getopt(argc, argv, "c:o:h")) != -1) {
+    while ((ch = getopt(argc, argv, "c:o:s:h")) != -1) {
         if (ch == 'c')
             config_path = optarg;
+        else if (ch == 's')
+            socket_path = optarg;
         else if (ch == 'o' && override_count < OVERRIDES_MAX)
             overrides[override_count++] = optarg;
         else
@@ -116,6 +164,19 @@ int main(int argc, char **argv)
     }
     if (optind >= argc)
         usage(2);
+    if (!strcmp(argv[optind], "stats")) {
+        if (optind + 1 != argc)
+            usage(2);
+        if (!socket_path) {
+            memset(&cfg, 0, sizeof(cfg));
+            if (config_load(&cfg, config_path, overrides, override_count, stderr))
+                return 2;
+            err = daemon_request(cfg.control_socket, "stats");
+            config_free(&cfg);
+            return err;
+        }
+        return daemon_request(socket_path, "stats");
+    }
     memset(&cfg, 0, sizeof(cfg));
     if (config_load(&cfg, config_path, overrides, override_count, stderr))
         return 2;
