@@ -77,10 +77,12 @@ $(BUILD)/ringsink: $(BUILD)/obj/bench/ringsink.o $(BENCH_OBJ) $(BUILD)/libringre
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS) $(ALLOC)
 
-$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libringrelay.a
+TEST_HDR := $(wildcard tests/unit/*.h)
+
+$(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libringrelay.a $(TEST_HDR)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST    $@")
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $^ $(LIBS)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libringrelay.a $(LIBS)
 
 # Sanitizer build: a separate tree, same sources, no jemalloc.
 asan:
@@ -88,7 +90,7 @@ asan:
 		$(BUILD)/asan/ringrelay $(BUILD)/asan/ringctl \
 		$(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
 
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(TEST_HDR)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
 	$(Q)clang $(CPPFLAGS) -std=gnu11 -g -O1 -msse4.2 -fsanitize=fuzzer,address,undefined \

@@ -18,6 +18,7 @@
  *     unchanged.
  */
 #include "net/smtp_data.h"
+#include "tests/unit/stuff_ref.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -146,21 +147,6 @@ static void check_clean(const struct setup *su, const struct result *res)
         fail("closed message does not end in CRLF");
 }
 
-/* stuff - dot-stuff a stored message and add the terminator; returns the length. */
-static size_t stuff(const char *m, size_t len, char *dst)
-{
-    size_t n = 0;
-    bool bol = true;
-    for (size_t i = 0; i < len; i++) {
-        if (bol && m[i] == '.')
-            dst[n++] = '.';
-        dst[n++] = m[i];
-        bol = m[i] == '\n';
-    }
-    memcpy(dst + n, ".\r\n", 3);
-    return n + 3;
-}
-
 /* unstuff_ref - the stored form of CRLF-only content, the simple way; returns the length. */
 static size_t unstuff_ref(const char *in, size_t len, char *dst)
 {
@@ -236,7 +222,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 if (want != one.out_len || memcmp(again, one.out, want) != 0)
                     fail("stored message differs from the unstuffed input");
             }
-            size_t again_len = stuff(one.out, one.out_len, again);
+            size_t again_len = ref_stuff(one.out, one.out_len, again);
             struct setup plain = { .mode = SMTP_DATA_DOT };
             struct result round;
             feed_all(&plain, again, again_len, &again_len, 1, IOV_BIG, &round);

@@ -16,6 +16,7 @@
  */
 #include "net/smtp_data.h"
 #include "net/smtp_stuff.h"
+#include "tests/unit/stuff_ref.h"
 
 #include <stdio.h>
 #include <stdlib.h>
@@ -86,42 +87,6 @@ static size_t encode(const char *in, size_t len, const size_t *cuts, size_t ncut
     return n_out;
 }
 
-/* normalize - bare CR, bare LF made CRLF, the last line ended; returns the length. */
-static size_t normalize(const char *in, size_t len, char *dst)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (in[i] == '\r' || in[i] == '\n') {
-            if (in[i] == '\r' && i + 1 < len && in[i + 1] == '\n')
-                i++;
-            dst[n++] = '\r';
-            dst[n++] = '\n';
-        } else {
-            dst[n++] = in[i];
-        }
-    }
-    if (n > 0 && dst[n - 1] != '\n') {
-        dst[n++] = '\r';
-        dst[n++] = '\n';
-    }
-    return n;
-}
-
-/* reference - normalize, stuff, terminate; returns the length. */
-static size_t reference(const char *norm, size_t m, char *dst)
-{
-    size_t n = 0;
-    bool bol = true;
-    for (size_t i = 0; i < m; i++) {
-        if (bol && norm[i] == '.')
-            dst[n++] = '.';
-        dst[n++] = norm[i];
-        bol = norm[i] == '\n';
-    }
-    memcpy(dst + n, ".\r\n", 3);
-    return n + 3;
-}
-
 /* check_wire - no bare line end, the right ending, no line "." before it. */
 static void check_wire(const char *w, size_t n, size_t content_len)
 {
@@ -172,8 +137,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     if (n3 != n1 || memcmp(bytewise, one, n1) != 0)
         fail("byte by byte differs from one piece");
 
-    size_t m = normalize(in, len, norm);
-    size_t nr = reference(norm, m, ref);
+    size_t m = ref_normalize(in, len, norm);
+    size_t nr = ref_stuff(norm, m, ref);
     if (nr != n1 || memcmp(ref, one, n1) != 0)
         fail("wire differs from the reference encoder");
     check_wire(one, n1, len);

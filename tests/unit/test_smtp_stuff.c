@@ -18,6 +18,7 @@
 #include "net/smtp_data.h"
 #include "net/smtp_stuff.h"
 #include "tests/unit/check.h"
+#include "tests/unit/stuff_ref.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -270,50 +271,22 @@ static void check_verdict(const char *name, struct verdict v)
     CHECK(v.bytewise, "%s: byte by byte", name);
 }
 
-/* normalize - content with each bare CR, bare LF made CRLF and the last line ended; returns
- * the length (dst holds 2 * len + 2). */
-static size_t normalize(const char *in, size_t len, char *dst)
-{
-    size_t n = 0;
-    for (size_t i = 0; i < len; i++) {
-        if (in[i] == '\r' || in[i] == '\n') {
-            if (in[i] == '\r' && i + 1 < len && in[i + 1] == '\n')
-                i++;
-            dst[n++] = '\r';
-            dst[n++] = '\n';
-        } else {
-            dst[n++] = in[i];
-        }
-    }
-    if (n > 0 && dst[n - 1] != '\n') {
-        dst[n++] = '\r';
-        dst[n++] = '\n';
-    }
-    return n;
-}
 
 /* reference - the encoder written the simple way: normalize, stuff, terminate. Returns the
  * length (dst holds 3 * len + 8); *fixed counts bare line ends. */
 static size_t reference(const char *in, size_t len, char *dst, unsigned *fixed)
 {
     char *norm = malloc(2 * len + 2);
-    size_t m = normalize(in, len, norm), n = 0;
-    bool bol = true;
+    size_t m = ref_normalize(in, len, norm), n;
 
     *fixed = 0;
     for (size_t i = 0; i < len; i++)
         if ((in[i] == '\r' && (i + 1 == len || in[i + 1] != '\n')) ||
             (in[i] == '\n' && (i == 0 || in[i - 1] != '\r')))
             (*fixed)++;
-    for (size_t i = 0; i < m; i++) {
-        if (bol && norm[i] == '.')
-            dst[n++] = '.';
-        dst[n++] = norm[i];
-        bol = norm[i] == '\n';
-    }
-    memcpy(dst + n, ".\r\n", 3);
+    n = ref_stuff(norm, m, dst);
     free(norm);
-    return n + 3;
+    return n;
 }
 
 /* crlf_clean - whether every CR is followed by LF and every LF preceded by CR. */
@@ -337,7 +310,7 @@ static bool round_trip(const char *name, const char *in, size_t len, const char 
                        size_t wire_len)
 {
     char *want = malloc(2 * len + 2), *got = malloc(wire_len + 8);
-    size_t want_len = normalize(in, len, want);
+    size_t want_len = ref_normalize(in, len, want);
     bool ok = true;
 
     if (crlf_clean(in, len)) {
