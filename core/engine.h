@@ -2,9 +2,10 @@
  * engine.h - worker threads, one io_uring each, and what runs on them.
  *
  * A worker owns a ring, a provided-buffer ring for receives, its listening sockets (one
- * SO_REUSEPORT socket per listen address), its sessions, its spool segments and its metrics
- * shard. Nothing is shared between workers on the per-message path; the only cross-thread
- * traffic is the configuration pointer (read at a reload) and a wake-up eventfd.
+ * SO_REUSEPORT socket per listen address), its sessions, its spool segments, its queue and
+ * outbound connections, and its metrics shard. Nothing is shared between workers on the
+ * per-message path; the only cross-thread traffic is the configuration pointer (read at a
+ * reload), a wake-up eventfd and the ringctl mailbox (core/control_job.c).
  *
  * Every operation in flight carries user_data = {op:8, slot:24, gen:32}: op picks the handler,
  * slot the object (session, spool write, segment), gen rejects completions that arrive after
@@ -48,6 +49,16 @@ enum engine_op {
     OP_HTTP_ACCEPT,   /* metrics listener */
     OP_HTTP_RECV,     /* slot = http client */
     OP_HTTP_SEND,     /* slot = http client */
+    OP_DNS_POLL,      /* slot = resolver socket: readable or writable */
+    OP_DNS_TIMER,     /* the resolver's retransmit timeout */
+    OP_OUT_CONNECT,   /* slot = outbound connection */
+    OP_OUT_RECV,      /* slot = outbound connection */
+    OP_OUT_SEND,      /* slot = outbound connection */
+    OP_OUT_READ,      /* slot = outbound connection: message content from the spool */
+    OP_OUT_CLOSE,     /* slot = outbound connection: its socket is closed */
+    OP_QUEUE_READ,    /* slot = bounce being built: original headers from the spool */
+    OP_QUEUE_UNLINK,  /* slot = queue segment: its file is removed */
+    OP_QUEUE_DIRSYNC, /* the spool directory is synced after removals */
     OP_COUNT
 };
 
@@ -80,6 +91,10 @@ struct engine_timer {
 struct conn;
 struct spool_worker;
 struct http_server;
+struct dns_worker;
+struct queue;
+struct queue_recovered;
+struct ctl_mailbox;
 
 struct worker {
     unsigned id;                  /* 0 .. workers-1 */
@@ -124,6 +139,9 @@ struct worker {
     struct metrics *m;            /* this worker's shard */
     struct spool_worker *spool;   /* spool segments and writes */
     struct http_server *http;     /* /metrics responder (worker 0 only) */
+    struct dns_worker *dns;       /* c-ares channel on this ring */
+    struct queue *queue;          /* messages this worker delivers, outbound connections */
+    struct ctl_mailbox *ctl;      /* ringctl requests handed over by the main thread */
 
     bool stopping;                /* SIGTERM seen: stop accepting, drain */
     uint64_t stop_deadline_ms;    /* sessions still open then are closed */
@@ -138,7 +156,9 @@ struct engine_shared {
     struct worker *workers;       /* workers[0..count) */
     unsigned count;
     int spool_dir_fd;             /* O_DIRECTORY fd of spool_dir */
-    uint64_t queue_messages;      /* messages recovered from the spool at start-up */
+    uint64_t queue_messages;      /* base of the queue gauge (the workers count the rest) */
+    struct queue_recovered *recovered; /* the spool read at start-up, shared out by the
+                                     workers at set-up, freed once they run */
     _Alignas(RR_CACHELINE) const struct rr_config *_Atomic cfg; /* newest configuration */
     _Atomic uint64_t cfg_gen;     /* bumped on every publish */
     _Atomic bool stop;            /* SIGTERM */
