@@ -35,6 +35,15 @@ static inline void *rr_calloc(size_t n, size_t size)
     return p;
 }
 
+/* rr_realloc - realloc that never returns NULL. */
+static inline void *rr_realloc(void *p, size_t bytes)
+{
+    void *n = realloc(p, bytes);
+    if (!n)
+        rr_oom(bytes);
+    return n;
+}
+
 /* rr_strdup - strdup that never returns NULL. */
 static inline char *rr_strdup(const char *s)
 {

@@ -91,7 +91,8 @@ enum key_id {
     K_NOTIFY_TEMPLATE, K_NOTIFY_INTERVAL, K_HOST_REGISTRY, K_USER_HOURLY_MESSAGES,
     K_USER_HOURLY_RECIPIENTS, K_IP_HOURLY_MESSAGES,
     K_SMARTHOST, K_DNS_SERVERS, K_SOURCE_ADDRESSES, K_RELAY_TLS, K_RETRY_MIN, K_RETRY_MAX,
-    K_QUEUE_LIFETIME,
+    K_QUEUE_LIFETIME, K_RELAY_PORT, K_DEST_CONCURRENCY, K_MSGS_PER_CONN, K_CONNECT_TIMEOUT,
+    K_COMMAND_TIMEOUT,
     K_BPF_ENABLED, K_BPF_CONNECTIONS_PER_IP, K_BPF_CONNECTS_PER_IP_PER_S,
     K_COUNT
 };
@@ -260,6 +261,16 @@ static const struct key_def keys[K_COUNT] = {
                       .min = MS_PER_S, .max = 30 * MS_PER_D, .dflt = "4h" },
     [K_QUEUE_LIFETIME] = { "relay", "queue_lifetime", T_SEC, CFG(queue_lifetime_s),
                            .min = MS_PER_S, .max = 365 * MS_PER_D, .dflt = "5d" },
+    [K_RELAY_PORT] = { "relay", "port", T_UINT, CFG(relay_port), .min = 1, .max = 65535,
+                       .dflt = "25" },
+    [K_DEST_CONCURRENCY] = { "relay", "destination_concurrency", T_UINT,
+                             CFG(dest_concurrency), .min = 1, .max = 1000, .dflt = "20" },
+    [K_MSGS_PER_CONN] = { "relay", "messages_per_connection", T_UINT, CFG(msgs_per_conn),
+                          .min = 1, .max = 100000, .dflt = "100" },
+    [K_CONNECT_TIMEOUT] = { "relay", "connect_timeout", T_MS, CFG(connect_timeout_ms),
+                            .min = 100, .max = 10 * MS_PER_M, .dflt = "30s" },
+    [K_COMMAND_TIMEOUT] = { "relay", "command_timeout", T_MS, CFG(command_timeout_ms),
+                            .min = 100, .max = MS_PER_D, .dflt = "300s" },
 
     /* [bpf] */
     [K_BPF_ENABLED] = { "bpf", "enabled", T_ENUM, CFG(bpf), .names = bpf_names,

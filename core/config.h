@@ -128,6 +128,12 @@ struct rr_config {
     uint32_t retry_min_s;         /* default 5m */
     uint32_t retry_max_s;         /* default 4h */
     uint32_t queue_lifetime_s;    /* default 5d */
+    uint32_t relay_port;          /* "port": MX and address deliveries, default 25 */
+    uint32_t dest_concurrency;    /* "destination_concurrency": connections per next hop and
+                                     worker, default 20 */
+    uint32_t msgs_per_conn;       /* "messages_per_connection", default 100 */
+    uint32_t connect_timeout_ms;  /* "connect_timeout": TCP connect and greeting, default 30s */
+    uint32_t command_timeout_ms;  /* "command_timeout": each reply, default 300s */
 
     /* [bpf] */
     enum bpf_mode bpf;            /* "enabled", default auto */

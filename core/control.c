@@ -4,12 +4,21 @@
  * Functions: control_open(), control_serve(), control_close().
  *
  * Runs on the main thread, which only waits for signals and this socket, so a slow client
- * delays nothing on the mail path; each client gets CONTROL_TIMEOUT_MS to send its request.
- * "stats" sums the workers' metric shards (relaxed reads, as /metrics does) and answers
- * "key value" lines.
+ * delays nothing on the mail path. One request line per connection, one answer, then close:
+ *   stats                  "key value" lines: the workers' metric shards summed (relaxed
+ *                          reads, as /metrics does)
+ *   queue | flush          a job for every worker (control_job.c), whose answers are joined;
+ *   delete|hold|release ID the answer formats are listed in control_job.c
+ * Anything else gets "error unknown command ...", a delete, hold or release without a
+ * valid id (16 hex digits, either case) "error: bad queue id".
+ *
+ * Time is bounded at every step, since signals wait while the main thread serves a client:
+ * the request must arrive within CONTROL_TIMEOUT_MS, the workers get CONTROL_JOB_TIMEOUT_MS
+ * to answer (then "error: timeout"; a late answer lands in a job that still exists), and
+ * the answer must be taken within CONTROL_WRITE_TIMEOUT_MS or the rest is dropped.
  *
  * SECURITY: the socket is mode 0660 (root or the daemon's user and group); the request is
- * read into a fixed buffer and anything but a known command gets "error ...".
+ * read into a fixed buffer and anything but a known command gets an error answer.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -22,12 +31,15 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+#include "core/alloc.h"
 #include "core/control.h"
+#include "core/control_job.h"
 #include "core/engine.h"
 #include "core/log.h"
 #include "core/metrics.h"
 
-#define CONTROL_ANSWER_BYTES_MAX 8192
+#define CONTROL_ANSWER_BYTES_MAX 8192  /* "stats" and the short error answers */
+#define CONTROL_WRITE_TIMEOUT_MS 5000  /* a client must take its whole answer this fast */
 
 /* make_parent - create the directory that holds path (one level is enough for /run/x). */
 static void make_parent(const char *path)
@@ -96,7 +108,7 @@ static size_t answer_stats(char *out, size_t cap, uint64_t started_ms)
                            "spool_fsyncs %" PRIu64 "\n",
                            (engine_now_ms() - started_ms) / 1000, engine.count,
                            m.connections_active, m.messages_accepted, m.bytes_accepted,
-                           accepted_rejected, engine.queue_messages + m.queue_added,
+                           accepted_rejected, engine.queue_messages + m.queue_size,
                            m.spool_fsyncs);
     for (unsigned i = 0; i < MSG_REASON_COUNT && len < cap; i++)
         if (m.messages_rejected[i])
@@ -105,49 +117,123 @@ static size_t answer_stats(char *out, size_t cap, uint64_t started_ms)
     return len < cap ? len : cap - 1;
 }
 
-/* control_serve - one client: read its line (bounded in bytes and time), answer, close. */
-void control_serve(int fd, const struct rr_config *cfg, uint64_t started_ms)
+/* read_request - one line from client c into req (NUL-terminated, line end cut), within
+ * CONTROL_TIMEOUT_MS. true when a whole line came. */
+static bool read_request(int c, char *req, size_t cap)
 {
-    char req[CONTROL_REQUEST_BYTES_MAX], out[CONTROL_ANSWER_BYTES_MAX];
     uint64_t deadline = engine_now_ms() + CONTROL_TIMEOUT_MS;
-    size_t got = 0, len;
+    size_t got = 0;
     char *nl = NULL;
-    int c;
 
-    (void)cfg;
-    c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
-    if (c < 0)
-        return;
-    while (!nl && got < sizeof(req) - 1) {
+    req[0] = 0;
+    while (!nl && got < cap - 1) {
         uint64_t now = engine_now_ms();
         struct pollfd p = { c, POLLIN, 0 };
         ssize_t r;
         if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0)
             break;
-        r = read(c, req + got, sizeof(req) - 1 - got);
+        r = read(c, req + got, cap - 1 - got);
         if (r <= 0)
             break;
         got += (size_t)r;
         req[got] = 0;
         nl = strchr(req, '\n');
     }
-    if (!nl) {
-        len = (size_t)snprintf(out, sizeof(out), "error request incomplete\n");
-    } else {
-        *nl = 0;
-        if (nl > req && nl[-1] == '\r')
-            nl[-1] = 0;
-        if (!strcmp(req, "stats"))
-            len = answer_stats(out, sizeof(out), started_ms);
-        else
-            len = (size_t)snprintf(out, sizeof(out), "error unknown command %s\n", log_q(req));
-    }
-    for (size_t off = 0; off < len;) {  /* the socket is blocking: bounded by the answer size */
-        ssize_t w = send(c, out + off, len - off, MSG_NOSIGNAL);
+    if (!nl)
+        return false;
+    *nl = 0;
+    if (nl > req && nl[-1] == '\r')
+        nl[-1] = 0;
+    return true;
+}
+
+/* write_answer - all of out, or as much as the client takes within CONTROL_WRITE_TIMEOUT_MS.
+ * The socket stays blocking for the request read; each send here is MSG_DONTWAIT after a
+ * poll for room, so one deadline bounds the whole answer, however slowly the client reads. */
+static void write_answer(int c, const char *out, size_t len)
+{
+    uint64_t deadline = engine_now_ms() + CONTROL_WRITE_TIMEOUT_MS;
+
+    for (size_t off = 0; off < len;) {
+        uint64_t now = engine_now_ms();
+        struct pollfd p = { c, POLLOUT, 0 };
+        ssize_t w;
+        if (now >= deadline || poll(&p, 1, (int)(deadline - now)) <= 0) {
+            log_event(LOG_WARN, "event=control_error error=answer_not_taken sent=%zu bytes=%zu",
+                      off, len);
+            return;
+        }
+        w = send(c, out + off, len - off, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (w < 0 && (errno == EAGAIN || errno == EINTR))
+            continue;
         if (w <= 0)
-            break;
+            return;
         off += (size_t)w;
     }
+}
+
+/* answer_job - hand a queue request to every worker and join their answers into *out
+ * (malloc'd). The workers are woken once, after every mailbox holds the job. */
+static size_t answer_job(enum ctl_cmd cmd, uint64_t qid, char **out)
+{
+    struct ctl_job *j = ctl_job_new(cmd, qid, engine.count);
+    uint64_t t0 = engine_now_ms();
+    bool complete;
+    size_t len, first;
+
+    for (unsigned i = 0; i < engine.count; i++)
+        ctl_job_post(j, &engine.workers[i]);
+    engine_wake(&engine);
+    complete = ctl_job_wait(j, CONTROL_JOB_TIMEOUT_MS);
+    len = ctl_job_merge(j, out);
+    ctl_job_put(j);  /* workers still owing an answer hold the job until they give it */
+    if (cmd != CTL_QUEUE || !complete) {
+        char id[CTL_QID_DIGITS + 5] = "";  /* " id=" and the id */
+        first = strcspn(*out, "\n");
+        if (cmd != CTL_QUEUE && cmd != CTL_FLUSH)
+            snprintf(id, sizeof(id), " id=%016" PRIX64, qid);
+        log_event(complete ? LOG_INFO : LOG_WARN,
+                  "event=control command=%s%s ms=%" PRIu64 " answer=%s", ctl_cmd_name(cmd), id,
+                  engine_now_ms() - t0, log_qn(*out, first));
+    }
+    return len;
+}
+
+/* control_serve - one client: read its line (bounded in bytes and time), answer, close. */
+void control_serve(int fd, const struct rr_config *cfg, uint64_t started_ms)
+{
+    char req[CONTROL_REQUEST_BYTES_MAX], small[CONTROL_ANSWER_BYTES_MAX];
+    char *out = small, *big = NULL;
+    enum ctl_cmd cmd;
+    uint64_t qid;
+    size_t len;
+    int c;
+
+    (void)cfg;
+    c = accept4(fd, NULL, NULL, SOCK_CLOEXEC);
+    if (c < 0)
+        return;
+    if (!read_request(c, req, sizeof(req))) {
+        len = (size_t)snprintf(small, sizeof(small), "error request incomplete\n");
+    } else if (!strcmp(req, "stats")) {
+        len = answer_stats(small, sizeof(small), started_ms);
+    } else {
+        switch (ctl_parse_request(req, &cmd, &qid)) {
+        case CTL_REQ_JOB:
+            len = answer_job(cmd, qid, &big);
+            out = big;
+            break;
+        case CTL_REQ_BAD_ID:
+            len = (size_t)snprintf(small, sizeof(small), "error: bad queue id\n");
+            break;
+        default:
+            len = (size_t)snprintf(small, sizeof(small), "error unknown command %s\n",
+                                   log_q(req));
+            break;
+        }
+    }
+    write_answer(c, out, len);
+    free(big);
     close(c);
 }
 

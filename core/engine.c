@@ -23,9 +23,12 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/control.h"
 #include "core/engine.h"
 #include "core/log.h"
+#include "core/queue.h"
 #include "core/spool_writer.h"
+#include "net/dns.h"
 #include "net/http_metrics.h"
 #include "net/smtp_server.h"
 
@@ -169,6 +172,7 @@ static void begin_stop(struct worker *w)
         w->listen_fd[i] = -1;
     }
     smtp_server_stop(w);
+    queue_worker_stop(w);
     if (w->http)
         http_metrics_stop(w);
 }
@@ -181,6 +185,7 @@ static void refresh_config(struct worker *w)
     if (gen != w->cfg_gen) {
         w->cfg = atomic_load_explicit(&engine.cfg, memory_order_acquire);
         __atomic_store_n(&w->cfg_gen, gen, __ATOMIC_RELEASE);
+        dns_worker_reload(w);  /* dns_servers may have changed */
     }
 }
 
@@ -237,12 +242,16 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe, uint64_t *last_
         if (w->http && !w->stopping)
             http_metrics_tick(w);
         run_wheel(w, last_tick);
-        if (w->stopping && w->now_ms >= w->stop_deadline_ms)
+        spool_worker_tick(w);
+        if (w->stopping && w->now_ms >= w->stop_deadline_ms) {
             smtp_server_stop_now(w);
+            queue_worker_stop_now(w);
+        }
         arm_tick(w);
         break;
     case OP_WAKE:
         refresh_config(w);
+        control_worker_poll(w);  /* ringctl requests the main thread posted */
         if (atomic_load(&engine.stop))
             begin_stop(w);
         else
@@ -260,6 +269,20 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe, uint64_t *last_
     case OP_HTTP_RECV:
     case OP_HTTP_SEND:
         http_metrics_complete(w, op, slot, ud_gen(ud), cqe);
+        break;
+    case OP_DNS_POLL:
+    case OP_DNS_TIMER:
+        dns_complete(w, op, slot, ud_gen(ud), cqe->res);
+        break;
+    case OP_OUT_CONNECT:
+    case OP_OUT_RECV:
+    case OP_OUT_SEND:
+    case OP_OUT_READ:
+    case OP_OUT_CLOSE:
+    case OP_QUEUE_READ:
+    case OP_QUEUE_UNLINK:
+    case OP_QUEUE_DIRSYNC:
+        queue_complete(w, op, slot, ud_gen(ud), cqe->res);
         break;
     default:
         log_event(LOG_ERROR, "event=bug what=unknown_op op=%d", (int)op);
@@ -330,7 +353,16 @@ static int worker_setup(struct worker *w)
     if (!w->m)
         rr_oom(sizeof(struct metrics));
     memset(w->m, 0, sizeof(*w->m));
+    r = control_worker_init(w);
+    if (r < 0)
+        return r;
     r = smtp_server_init(w);
+    if (r < 0)
+        return r;
+    r = dns_worker_init(w);  /* reads resolv.conf: set-up is the time for that */
+    if (r < 0)
+        return r;
+    r = queue_worker_init(w, engine.recovered);  /* before the spool announces a segment */
     if (r < 0)
         return r;
     return spool_worker_init(w);
@@ -367,6 +399,7 @@ static void *worker_main(void *arg)
         /* Leave once nothing is in flight; accepts count too: a listening socket lives as
          * long as a request on it, and a restart wants its port back at once. */
         if (w->stopping && !w->conn_count && !spool_worker_busy(w) && !w->accepts_armed &&
+            !queue_worker_busy(w) && !dns_worker_busy(w) &&
             (!w->http || http_metrics_idle(w))) {
             io_uring_submit(&w->ring);  /* the last socket and file closes */
             break;
@@ -381,6 +414,8 @@ static void *worker_main(void *arg)
         }
         io_uring_cq_advance(&w->ring, n);
         spool_worker_run_deferred(w);
+        dns_worker_run_deferred(w);  /* answers of this pass, before the queue runs */
+        queue_run_deferred(w);
         /* Sessions that waited for buffers or write slots resume when some came back;
          * sessions that closed while waiting are reaped in any case. */
         smtp_server_buffers_back(w, w->bufs_returned || w->spool_slots_freed);
@@ -393,7 +428,9 @@ static void *worker_main(void *arg)
     log_flush();
 out:
     smtp_server_fini(w);
+    queue_worker_fini(w);  /* its connection table is thread-local, like the sessions' */
     http_metrics_fini(w);
+    dns_worker_fini(w);
     __atomic_store_n(&w->done, true, __ATOMIC_RELEASE);
     return NULL;
 }
@@ -463,6 +500,7 @@ int engine_join(struct engine_shared *e)
         if (w->exit_error && !err)
             err = w->exit_error;
         spool_worker_fini(w);
+        control_worker_fini(w);  /* after the thread: nothing posts or polls any more */
         if (w->ring_ok)
             io_uring_queue_exit(&w->ring);
         close(w->wake_fd);

@@ -32,6 +32,7 @@
 #include "core/control.h"
 #include "core/engine.h"
 #include "core/log.h"
+#include "core/queue.h"
 #include "core/spool.h"
 #include "net/http_metrics.h"
 #include "net/listener.h"
@@ -127,15 +128,6 @@ static int mkdir_p(const char *dir)
     }
     if (mkdir(path, 0750) < 0 && errno != EEXIST)
         return -errno;
-    return 0;
-}
-
-/* count_message - spool scan callback: one complete message found. */
-static int count_message(const struct spool_msg *msg, int seg_fd, void *arg)
-{
-    (void)msg;
-    (void)seg_fd;
-    (*(uint64_t *)arg)++;
     return 0;
 }
 
@@ -324,7 +316,6 @@ int main(int argc, char **argv)
 {
     struct options opts = { 0 };
     struct rr_config *cfg;
-    struct spool_scan_stats st = { 0 };
     uint64_t recovered = 0;
     sigset_t sigs;
     long ncpu;
@@ -366,15 +357,6 @@ int main(int argc, char **argv)
         if (pfd >= 0)
             close(pfd);
     }
-    err = spool_scan_dir(cfg->spool_dir, count_message, &recovered, &st);
-    if (err < 0) {
-        log_event(LOG_FATAL, "event=spool_error dir=%s error=%s", log_q(cfg->spool_dir),
-                  log_q(strerror(-err)));
-        return 1;
-    }
-    engine.queue_messages = recovered;
-    log_event(LOG_INFO, "event=spool_recovered messages=%" PRIu64 " segments=%u incomplete=%u "
-              "skipped_bytes=%" PRIu64, recovered, st.segments, st.incomplete, st.bad_bytes);
     sample_free_space(cfg->spool_dir);
 
     for (unsigned i = 0; i < cfg->listener_count; i++)
@@ -387,6 +369,13 @@ int main(int argc, char **argv)
 
     ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     engine.count = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);
+    /* Every message in the spool is delivered: read it all now, share it out to the workers. */
+    engine.recovered = queue_recover(engine.spool_dir_fd, engine.count, &recovered, &err);
+    if (!engine.recovered) {
+        log_event(LOG_FATAL, "event=spool_error dir=%s error=%s", log_q(cfg->spool_dir),
+                  log_q(strerror(-err)));
+        return 1;
+    }
     engine.workers = rr_calloc(engine.count, sizeof(struct worker));
     for (unsigned i = 0; i < engine.count; i++)
         for (unsigned k = 0; k < ENGINE_LISTEN_MAX; k++)
@@ -410,6 +399,9 @@ int main(int argc, char **argv)
     }
     engine_go(&engine);
     log_ready(cfg);
+    /* The workers took their shares during set-up (before the second barrier). */
+    queue_recovered_free(engine.recovered);
+    engine.recovered = NULL;
     sd_notify_ready();
 
     /* Signals and the control socket, with a one-second tick for the free-space sample. */

@@ -23,17 +23,33 @@ const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS] = {
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5,
 };
 
-/* metrics_observe - count ns into its bucket, the count and the sum. */
-void metrics_observe(struct metrics_hist *h, uint64_t ns)
+const double metrics_delivery_bounds[METRICS_LATENCY_BUCKETS] = {
+    0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 10, 60, 300, 1800, 14400,
+};
+
+/* observe - count ns into its bucket of bounds, the count and the sum. */
+static void observe(struct metrics_hist *h, uint64_t ns, const double *bounds)
 {
     double s = (double)ns / 1e9;
     unsigned i = 0;
 
-    while (i < METRICS_LATENCY_BUCKETS && s > metrics_latency_bounds[i])
+    while (i < METRICS_LATENCY_BUCKETS && s > bounds[i])
         i++;
     metrics_add(&h->bucket[i], 1);
     metrics_add(&h->count, 1);
     metrics_add(&h->sum_ns, ns);
+}
+
+/* metrics_observe - an accept latency. */
+void metrics_observe(struct metrics_hist *h, uint64_t ns)
+{
+    observe(h, ns, metrics_latency_bounds);
+}
+
+/* metrics_observe_delivery - a delivery latency. */
+void metrics_observe_delivery(struct metrics_hist *h, uint64_t ns)
+{
+    observe(h, ns, metrics_delivery_bounds);
 }
 
 /* load - relaxed read of a counter another thread writes. */
@@ -95,13 +111,29 @@ static void single(struct out *o, const char *name, const char *type, const char
     put(o, "# HELP %s %s\n# TYPE %s %s\n%s %" PRIu64 "\n", name, help, name, type, name, v);
 }
 
+/* histogram - one histogram family. */
+static void histogram(struct out *o, const char *name, const char *help,
+                      const struct metrics_hist *h, const double *bounds)
+{
+    uint64_t cum = 0;
+
+    put(o, "# HELP %s %s\n# TYPE %s histogram\n", name, help, name);
+    for (unsigned i = 0; i < METRICS_LATENCY_BUCKETS; i++) {
+        cum += h->bucket[i];
+        put(o, "%s_bucket{le=\"%g\"} %" PRIu64 "\n", name, bounds[i], cum);
+    }
+    cum += h->bucket[METRICS_LATENCY_BUCKETS];
+    put(o, "%s_bucket{le=\"+Inf\"} %" PRIu64 "\n", name, cum);
+    put(o, "%s_sum %.9f\n", name, (double)h->sum_ns / 1e9);
+    put(o, "%s_count %" PRIu64 "\n", name, h->count);
+}
+
 /* metrics_render - the whole exposition. */
 size_t metrics_render(char *buf, size_t cap, const struct metrics *m,
                       const struct rr_config *cfg, uint64_t queue_messages)
 {
     struct out o = { buf, cap, 0 };
     const char *names[CONFIG_LISTENERS_MAX];
-    uint64_t cum = 0;
 
     if (cap)
         buf[0] = 0;
@@ -123,8 +155,8 @@ size_t metrics_render(char *buf, size_t cap, const struct metrics *m,
                    RCPT_REASON_COUNT);
     counter_family(&o, "ringrelay_protocol_errors_total", "SMTP protocol faults, by reason.",
                    "reason", metrics_proto_reason_name, m->protocol_errors, PROTO_REASON_COUNT);
-    single(&o, "ringrelay_queue_messages", "gauge", "Messages in the spool.",
-           queue_messages + m->queue_added);
+    single(&o, "ringrelay_queue_messages", "gauge", "Messages in the queue, not yet finished.",
+           queue_messages + m->queue_size);
     single(&o, "ringrelay_spool_fsyncs_total", "counter",
            "fdatasync calls on spool segments (group commits).", m->spool_fsyncs);
     single(&o, "ringrelay_spool_writes_total", "counter", "Spool write operations.",
@@ -144,18 +176,11 @@ size_t metrics_render(char *buf, size_t cap, const struct metrics *m,
         single(&o, "ringrelay_bpf_connections_refused_total", "counter",
                "Connections refused by the per-IP limits.", m->bpf_refused);
     }
-    put(&o, "# HELP ringrelay_accept_latency_seconds End of DATA to the 250 reply.\n"
-            "# TYPE ringrelay_accept_latency_seconds histogram\n");
-    for (unsigned i = 0; i < METRICS_LATENCY_BUCKETS; i++) {
-        cum += m->accept_latency.bucket[i];
-        put(&o, "ringrelay_accept_latency_seconds_bucket{le=\"%g\"} %" PRIu64 "\n",
-            metrics_latency_bounds[i], cum);
-    }
-    cum += m->accept_latency.bucket[METRICS_LATENCY_BUCKETS];
-    put(&o, "ringrelay_accept_latency_seconds_bucket{le=\"+Inf\"} %" PRIu64 "\n", cum);
-    put(&o, "ringrelay_accept_latency_seconds_sum %.9f\n",
-        (double)m->accept_latency.sum_ns / 1e9);
-    put(&o, "ringrelay_accept_latency_seconds_count %" PRIu64 "\n", m->accept_latency.count);
+    histogram(&o, "ringrelay_accept_latency_seconds", "End of DATA to the 250 reply.",
+              &m->accept_latency, metrics_latency_bounds);
+    histogram(&o, "ringrelay_delivery_latency_seconds",
+              "Accepted to the next hop's 250 for a recipient.", &m->delivery_latency,
+              metrics_delivery_bounds);
     put(&o, "# HELP ringrelay_build_info Build version.\n# TYPE ringrelay_build_info gauge\n"
             "ringrelay_build_info{version=\"%s\"} 1\n", RR_VERSION);
     return o.len;

@@ -85,7 +85,10 @@ struct metrics {
     uint64_t deliveries[3];       /* delivery attempts: delivered, deferred, bounced */
     uint64_t relay_notifications; /* relaying notices generated */
     uint64_t bpf_refused;         /* connections refused in the kernel (read from BPF maps) */
+    uint64_t queue_size;          /* gauge: messages this worker holds (wraps per shard; the
+                                     sum over the shards is right) */
     struct metrics_hist accept_latency; /* end of DATA to the 250 */
+    struct metrics_hist delivery_latency; /* accepted to the next hop's 250, slow buckets */
 } __attribute__((aligned(RR_CACHELINE)));
 
 /* metrics_add - add n to a counter this thread owns. */
@@ -100,8 +103,14 @@ static inline void metrics_sub(uint64_t *c, uint64_t n)
     __atomic_store_n(c, __atomic_load_n(c, __ATOMIC_RELAXED) - n, __ATOMIC_RELAXED);
 }
 
+/* Delivery latency bucket bounds, seconds. */
+extern const double metrics_delivery_bounds[METRICS_LATENCY_BUCKETS];
+
 /* metrics_observe - record one latency observation of ns nanoseconds. */
 void metrics_observe(struct metrics_hist *h, uint64_t ns);
+
+/* metrics_observe_delivery - the same with the delivery latency buckets. */
+void metrics_observe_delivery(struct metrics_hist *h, uint64_t ns);
 
 /* metrics_sum - add every shard of shards[0..count) into out (zeroed first). */
 void metrics_sum(struct metrics *out, struct metrics *const *shards, unsigned count);

@@ -3,6 +3,14 @@
  *
  * Daemon commands go through the control socket (-s SOCKET, or control_socket of -c FILE):
  *   ringctl [-s SOCKET | -c FILE] stats            counters of the running daemon
+ *   ringctl [-s SOCKET | -c FILE] queue            the queue, one line per message, by id
+ *   ringctl [-s SOCKET | -c FILE] flush            retry every deferred message now
+ *   ringctl [-s SOCKET | -c FILE] delete|hold|release ID   one message (ID: 16 hex digits)
+ * Each sends its request line ("stats", "queue", "flush", "delete ID"...) and reads the whole
+ * answer (until the daemon closes, at most RINGCTL_ANSWER_TIMEOUT_MS) before printing it: an answer
+ * starting with "error" goes to stderr and exits 1; anything else goes to stdout, exit 0. A
+ * "queue" answer must end with its "-- N messages" line, else it was cut short (exit 1).
+ * Exit 2: usage. Exit 1: the daemon cannot be reached, or did not answer in time.
  *
  * Offline spool commands read the spool directory named by the configuration directly,
  * read-only, so they are safe while the daemon runs (a message it is still writing is not
@@ -16,19 +24,24 @@
 #include <stdbool.h>
 #include <fcntl.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "core/alloc.h"
 #include "core/config.h"
+#include "core/control.h"
 #include "core/spool.h"
 
 #define OVERRIDES_MAX 64
+#define RINGCTL_ANSWER_TIMEOUT_MS  30000         /* the whole answer must arrive this fast */
+#define RINGCTL_ANSWER_BYTES_MAX   (256u << 20)  /* and be no bigger */
 
 struct export_ctx {
     int dir_fd;                   /* export target, -1 for listing only */
@@ -42,8 +55,18 @@ static void usage(int status)
             "usage: ringctl [-s SOCKET | -c FILE] [-o section.key=value]... COMMAND\n"
             "commands:\n"
             "  stats         counters of the running daemon (through the control socket)\n"
+            "  queue         the daemon's queue, one line per message sorted by queue id:\n"
+            "                id, age, sender, recipients, next attempt, last error; then\n"
+            "                \"-- N messages\" (\"... truncated: S of N messages shown\"\n"
+            "                before it when the listing was cut)\n"
+            "  flush         retry every deferred message now (\"ok: flushed\")\n"
+            "  delete ID     remove message ID (16 hex digits) from the queue\n"
+            "  hold ID       keep message ID from delivery until released\n"
+            "  release ID    let a held message ID be delivered again\n"
             "  spool         list the complete messages in the spool (offline, read-only)\n"
-            "  export DIR    write each message to DIR/QID.env (envelope) and DIR/QID.eml\n");
+            "  export DIR    write each message to DIR/QID.env (envelope) and DIR/QID.eml\n"
+            "exit status: 0 done; 1 the daemon answered \"error...\" or could not be reached;\n"
+            "2 usage\n");
     exit(status);
 }
 
@@ -103,43 +126,159 @@ static int visit(const struct spool_msg *m, int seg_fd, void *arg)
     return 0;
 }
 
-/* daemon_request - send one request line to the daemon and copy its answer to stdout.
- * Returns 0, or 1 after saying why on stderr. */
+/* print_answer - answer (len bytes, NUL-terminated; freed here) as the exit status says:
+ * "error..." to stderr without its prefix (1), anything else to stdout (0). */
+static int print_answer(const char *path, const char *request, char *answer, size_t len)
+{
+    const char *last;
+    int status = 0;
+
+    if (!len) {
+        fprintf(stderr, "ringctl: %s: empty answer\n", path);
+        status = 1;
+    } else if (!strncmp(answer, "error", 5) && (answer[5] == ' ' || answer[5] == ':')) {
+        const char *msg = answer + 6;
+        while (*msg == ' ')
+            msg++;
+        fprintf(stderr, "ringctl: %s%s", msg, answer[len - 1] == '\n' ? "" : "\n");
+        status = 1;
+    } else {
+        if (fwrite(answer, 1, len, stdout) != len || fflush(stdout) != 0) {
+            fprintf(stderr, "ringctl: stdout: %s\n", strerror(errno));
+            status = 1;
+        }
+        /* A listing ends with its summary line; without it the daemon stopped sending. */
+        last = answer + len - 1;
+        while (last > answer && last[-1] != '\n')
+            last--;
+        if (!strcmp(request, "queue") && (answer[len - 1] != '\n' || strncmp(last, "-- ", 3))) {
+            fprintf(stderr, "ringctl: %s: the answer was cut short\n", path);
+            status = 1;
+        }
+    }
+    free(answer);
+    return status;
+}
+
+/* read_answer - the whole answer of socket fd (until EOF) into *out, NUL-terminated, within
+ * RINGCTL_ANSWER_TIMEOUT_MS and RINGCTL_ANSWER_BYTES_MAX. Its length, or -errno (-ETIMEDOUT, -EFBIG). */
+static ssize_t read_answer(int fd, char **out)
+{
+    struct timespec t0, now;
+    size_t len = 0, cap = 65536;
+    char *buf = rr_malloc(cap);
+
+    clock_gettime(CLOCK_MONOTONIC, &t0);
+    for (;;) {
+        struct pollfd p = { fd, POLLIN, 0 };
+        long left_ms;
+        ssize_t r;
+        int ready;
+        clock_gettime(CLOCK_MONOTONIC, &now);
+        left_ms = RINGCTL_ANSWER_TIMEOUT_MS - ((now.tv_sec - t0.tv_sec) * 1000 +
+                                           (now.tv_nsec - t0.tv_nsec) / 1000000);
+        ready = left_ms > 0 ? poll(&p, 1, (int)left_ms) : 0;
+        if (ready < 0 && errno == EINTR)
+            continue;
+        if (ready == 0) {
+            free(buf);
+            return -ETIMEDOUT;
+        }
+        if (len + 1 == cap) {
+            if (cap >= RINGCTL_ANSWER_BYTES_MAX) {
+                free(buf);
+                return -EFBIG;
+            }
+            cap *= 2;
+            buf = realloc(buf, cap);
+            if (!buf)
+                rr_oom(cap);
+        }
+        r = read(fd, buf + len, cap - 1 - len);
+        if (r < 0 && errno == EINTR)
+            continue;
+        if (r < 0) {
+            r = -errno;
+            free(buf);
+            return r;
+        }
+        if (r == 0)
+            break;
+        len += (size_t)r;
+    }
+    buf[len] = 0;
+    *out = buf;
+    return (ssize_t)len;
+}
+
+/* daemon_request - send one request line to the daemon, read its whole answer, and print it:
+ * to stdout, or (an "error" answer) to stderr. Returns the exit status: 0, or 1 after saying
+ * why on stderr. */
 static int daemon_request(const char *path, const char *request)
 {
     struct sockaddr_un sun = { .sun_family = AF_UNIX };
-    char buf[4096];
-    ssize_t r;
-    int fd, status = 0;
-    bool first = true;
+    struct timeval send_timeout = { 5, 0 };
+    char line[CONTROL_REQUEST_BYTES_MAX];
+    size_t line_len = (size_t)snprintf(line, sizeof(line), "%s\n", request);
+    char *answer = NULL;
+    ssize_t len;
+    int fd;
 
     if (strlen(path) >= sizeof(sun.sun_path)) {
         fprintf(stderr, "ringctl: %s: socket path too long\n", path);
         return 1;
     }
-    memcpy(sun.sun_path, path, strlen(path) + 1);
-    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
-    if (fd < 0 || connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
-        fprintf(stderr, "ringctl: cannot reach the daemon at %s: %s (is ringrelay running?)\n",
-                path, strerror(errno));
+    if (line_len >= sizeof(line)) {
+        fprintf(stderr, "ringctl: request too long\n");
         return 1;
     }
-    if (write(fd, request, strlen(request)) != (ssize_t)strlen(request) || write(fd, "\n", 1) != 1) {
+    memcpy(sun.sun_path, path, strlen(path) + 1);
+    fd = socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    if (fd < 0) {
+        fprintf(stderr, "ringctl: socket: %s\n", strerror(errno));
+        return 1;
+    }
+    if (connect(fd, (struct sockaddr *)&sun, sizeof(sun)) < 0) {
+        if (errno == ENOENT || errno == ECONNREFUSED)
+            fprintf(stderr, "ringctl: cannot connect to %s: daemon not running? (%s; is "
+                    "ringrelay running?)\n", path, strerror(errno));
+        else
+            fprintf(stderr, "ringctl: cannot connect to %s: %s (is ringrelay running?)\n",
+                    path, strerror(errno));
+        close(fd);
+        return 1;
+    }
+    setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &send_timeout, sizeof(send_timeout));
+    if (write(fd, line, line_len) != (ssize_t)line_len) {
         fprintf(stderr, "ringctl: %s: %s\n", path, strerror(errno));
         close(fd);
         return 1;
     }
-    while ((r = read(fd, buf, sizeof(buf))) > 0) {
-        if (first && r >= 6 && !memcmp(buf, "error ", 6)) {
-            fprintf(stderr, "ringctl: %.*s", (int)r - 6, buf + 6);
-            status = 1;
-        } else if (fwrite(buf, 1, (size_t)r, stdout) != (size_t)r) {
-            status = 1;
-        }
-        first = false;
-    }
+    len = read_answer(fd, &answer);
     close(fd);
-    return status;
+    if (len < 0) {
+        if (len == -ETIMEDOUT)
+            fprintf(stderr, "ringctl: %s: no whole answer within %d s\n", path,
+                    RINGCTL_ANSWER_TIMEOUT_MS / 1000);
+        else
+            fprintf(stderr, "ringctl: %s: %s\n", path, strerror((int)-len));
+        return 1;
+    }
+    return print_answer(path, request, answer, (size_t)len);
+}
+
+/* daemon_command_args - how many arguments a daemon command takes; -1 for other words. */
+static int daemon_command_args(const char *word)
+{
+    static const struct { const char *name; int args; } cmds[] = {
+        { "stats", 0 }, { "queue", 0 }, { "flush", 0 },
+        { "delete", 1 }, { "hold", 1 }, { "release", 1 },
+    };
+
+    for (size_t i = 0; i < RR_ARRAY_LEN(cmds); i++)
+        if (!strcmp(word, cmds[i].name))
+            return cmds[i].args;
+    return -1;
 }
 
 int main(int argc, char **argv)
@@ -150,7 +289,7 @@ int main(int argc, char **argv)
     struct rr_config cfg;
     struct export_ctx x = { -1, 0 };
     struct spool_scan_stats st = { 0 };
-    int ch, err;
+    int ch, err, args;
 
     while ((ch = getopt(argc, argv, "c:o:s:h")) != -1) {
         if (ch == 'c')
@@ -164,18 +303,24 @@ int main(int argc, char **argv)
     }
     if (optind >= argc)
         usage(2);
-    if (!strcmp(argv[optind], "stats")) {
-        if (optind + 1 != argc)
+    args = daemon_command_args(argv[optind]);
+    if (args >= 0) {
+        char request[CONTROL_REQUEST_BYTES_MAX];
+        if (optind + 1 + args != argc)
+            usage(2);
+        /* The daemon validates the id: one parser, one place. */
+        if (snprintf(request, sizeof(request), "%s%s%s", argv[optind], args ? " " : "",
+                     args ? argv[optind + 1] : "") >= (int)sizeof(request) - 1)
             usage(2);
         if (!socket_path) {
             memset(&cfg, 0, sizeof(cfg));
             if (config_load(&cfg, config_path, overrides, override_count, stderr))
                 return 2;
-            err = daemon_request(cfg.control_socket, "stats");
+            err = daemon_request(cfg.control_socket, request);
             config_free(&cfg);
             return err;
         }
-        return daemon_request(socket_path, "stats");
+        return daemon_request(socket_path, request);
     }
     memset(&cfg, 0, sizeof(cfg));
     if (config_load(&cfg, config_path, overrides, override_count, stderr))

@@ -65,7 +65,7 @@ static bool rec_valid(const unsigned char *p, uint64_t avail, uint32_t key)
     memcpy(&r, p, sizeof(r));
     if (r.magic != SPOOL_REC_MAGIC || r.len > avail - SPOOL_REC_BYTES)
         return false;
-    if (r.type != SPOOL_REC_DATA && r.type != SPOOL_REC_COMMIT)
+    if (r.type != SPOOL_REC_DATA && r.type != SPOOL_REC_COMMIT && r.type != SPOOL_REC_STATUS)
         return false;
     want = r.crc;
     r.crc = 0;
@@ -142,9 +142,38 @@ static void add_chunk(struct scan_msg *m, const struct spool_rec *r, uint64_t pa
     m->size += r->len;
 }
 
+/* report_status - hand one STATUS record to scb; a malformed payload is skipped. */
+static int report_status(const struct spool_rec *r, const unsigned char *payload,
+                         uint64_t seg_id, spool_status_cb scb, void *arg)
+{
+    struct spool_status s = { 0 };
+    struct spool_status_hdr h;
+
+    if (r->len < sizeof(h) || (r->len - sizeof(h)) % 2 ||
+        (r->len - sizeof(h)) / 2 > SPOOL_STATUS_RCPTS_MAX || r->seq == 0 ||
+        r->seq >= SPOOL_OUT_COUNT)
+        return 0;
+    memcpy(&h, payload, sizeof(h));
+    s.qid = r->qid;
+    s.seg_id = seg_id;
+    s.outcome = (enum spool_outcome)r->seq;
+    s.time_ms = h.time_ms;
+    s.rcpts = payload + sizeof(h);
+    s.rcpt_count = (uint32_t)((r->len - sizeof(h)) / 2);
+    return scb(&s, arg);
+}
+
 /* spool_scan_segment - read one segment and report its complete messages. */
 int spool_scan_segment(int dir_fd, const char *name, spool_msg_cb cb, void *arg,
                        struct spool_scan_stats *st)
+{
+    return spool_scan_segment_status(dir_fd, name, cb, NULL, arg, st, NULL);
+}
+
+/* spool_scan_segment_status - the segment's outcome records, then its complete messages. */
+int spool_scan_segment_status(int dir_fd, const char *name, spool_msg_cb cb,
+                              spool_status_cb scb, void *arg, struct spool_scan_stats *st,
+                              uint64_t *seg_id_out)
 {
     struct scan_table t = { rr_calloc(64, sizeof(struct scan_msg)), 64, 0 };
     struct spool_seg_header h;
@@ -154,6 +183,8 @@ int spool_scan_segment(int dir_fd, const char *name, spool_msg_cb cb, void *arg,
     uint32_t crc;
     int fd, err = 0;
 
+    if (seg_id_out)
+        *seg_id_out = 0;
     fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         err = -errno;
@@ -181,6 +212,8 @@ int spool_scan_segment(int dir_fd, const char *name, spool_msg_cb cb, void *arg,
         st->bad_bytes += size;
         goto out;
     }
+    if (seg_id_out)
+        *seg_id_out = h.seg_id;
 
     for (off = SPOOL_SEG_HEADER_BYTES; off + SPOOL_REC_BYTES <= size;) {
         struct spool_rec r;
@@ -199,6 +232,12 @@ int spool_scan_segment(int dir_fd, const char *name, spool_msg_cb cb, void *arg,
             continue;
         }
         memcpy(&r, map + off, sizeof(r));
+        if (r.type == SPOOL_REC_STATUS) {
+            if (scb && !err && report_status(&r, map + off + SPOOL_REC_BYTES, h.seg_id, scb, arg))
+                err = 1;
+            off += spool_rec_span(r.len);
+            continue;
+        }
         m = table_find(&t, r.qid);
         if (r.type == SPOOL_REC_DATA) {
             add_chunk(m, &r, off + SPOOL_REC_BYTES);
@@ -242,8 +281,8 @@ out:
     return err;
 }
 
-/* is_segment_name - 16 hex digits then ".seg". */
-static bool is_segment_name(const char *n)
+/* spool_is_segment_name - 16 hex digits then ".seg". */
+bool spool_is_segment_name(const char *n)
 {
     size_t i;
 
@@ -272,7 +311,7 @@ int spool_scan_dir(const char *dir, spool_msg_cb cb, void *arg, struct spool_sca
     if (!d)
         return -errno;
     while ((de = readdir(d))) {
-        if (!is_segment_name(de->d_name))
+        if (!spool_is_segment_name(de->d_name))
             continue;
         if (n == cap) {
             cap = cap ? cap * 2 : 64;

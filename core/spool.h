@@ -20,6 +20,13 @@
  * COMMIT record is present, every DATA record 0..chunks-1 is present and the sizes add up.
  * A message that is not complete was never acknowledged and is ignored.
  *
+ * Delivery outcomes are records too: a STATUS record names a message (qid) and says what
+ * became of some of its recipients (delivered, failed for good) or of the whole message
+ * (deleted, held, released). It goes to the segment being written when the outcome is known,
+ * usually another one than the message's own; the queue manager (core/queue.c) keeps a segment
+ * until the messages its STATUS records are about are gone. Payload: struct spool_status_hdr,
+ * then the recipients' indexes (uint16_t each, in envelope order from 0).
+ *
  * SECURITY: segment files are ours, but their content includes peer bytes; the reader
  * bounds every length by the file size and never trusts a count it has not checked.
  */
@@ -42,7 +49,24 @@
 enum spool_rec_type {
     SPOOL_REC_DATA = 1,           /* a piece of message content; seq = chunk number */
     SPOOL_REC_COMMIT = 2,         /* the envelope; seq = number of DATA chunks */
+    SPOOL_REC_STATUS = 3,         /* an outcome; qid = the message, seq = enum spool_outcome */
 };
+
+enum spool_outcome {
+    SPOOL_OUT_DELIVERED = 1,      /* the listed recipients were delivered */
+    SPOOL_OUT_FAILED = 2,         /* the listed recipients failed for good (bounced or dropped) */
+    SPOOL_OUT_DELETED = 3,        /* the whole message was deleted by the operator */
+    SPOOL_OUT_HOLD = 4,           /* the message is on hold */
+    SPOOL_OUT_RELEASE = 5,        /* the message is off hold */
+    SPOOL_OUT_COUNT
+};
+
+/* Start of a STATUS payload. */
+struct spool_status_hdr {
+    uint64_t time_ms;             /* wall clock when written: orders HOLD and RELEASE */
+};
+
+#define SPOOL_STATUS_RCPTS_MAX 1000  /* recipient indexes in one STATUS record */
 
 struct spool_seg_header {
     char magic[8];                /* SPOOL_SEG_MAGIC */
@@ -103,6 +127,19 @@ struct spool_scan_stats {
 /* spool_msg_cb - called once per complete message; seg_fd is open for reading. Non-zero stops. */
 typedef int (*spool_msg_cb)(const struct spool_msg *msg, int seg_fd, void *arg);
 
+/* One outcome record found in a segment. */
+struct spool_status {
+    uint64_t qid;                 /* the message it is about */
+    uint64_t seg_id;              /* segment holding the record */
+    enum spool_outcome outcome;
+    uint64_t time_ms;             /* struct spool_status_hdr */
+    const unsigned char *rcpts;   /* rcpt_count little-endian uint16_t indexes (unaligned) */
+    uint32_t rcpt_count;
+};
+
+/* spool_status_cb - called once per valid STATUS record, in file order. Non-zero stops. */
+typedef int (*spool_status_cb)(const struct spool_status *st, void *arg);
+
 /* spool_seg_name - "SEGID.seg" for seg_id into buf (at least 24 bytes). */
 void spool_seg_name(uint64_t seg_id, char *buf, size_t cap);
 
@@ -115,6 +152,15 @@ int spool_scan_segment(int dir_fd, const char *name, spool_msg_cb cb, void *arg,
 
 /* spool_scan_dir - spool_scan_segment for every segment in dir, in name order. 0 or -errno. */
 int spool_scan_dir(const char *dir, spool_msg_cb cb, void *arg, struct spool_scan_stats *st);
+
+/* spool_scan_segment_status - spool_scan_segment that also reports STATUS records (before
+ * the segment's messages); seg_id_out receives the segment's id (0 if unreadable). */
+int spool_scan_segment_status(int dir_fd, const char *name, spool_msg_cb cb,
+                              spool_status_cb scb, void *arg, struct spool_scan_stats *st,
+                              uint64_t *seg_id_out);
+
+/* spool_is_segment_name - 16 lower-case hex digits and ".seg". */
+bool spool_is_segment_name(const char *name);
 
 /* spool_read_body - copy the content of msg from seg_fd to out_fd. 0 or -errno. */
 int spool_read_body(int seg_fd, const struct spool_msg *msg, int out_fd);

@@ -36,6 +36,7 @@
 #include "core/alloc.h"
 #include "core/crc32c.h"
 #include "core/log.h"
+#include "core/queue.h"
 #include "core/spool_writer.h"
 
 enum seg_state { SEG_FREE, SEG_OPENING, SEG_READY, SEG_RETIRED, SEG_BROKEN };
@@ -52,6 +53,8 @@ struct spool_seg {
     uint32_t writes_inflight;     /* writes (data or commit) not yet completed */
     bool fsync_inflight;          /* a group fdatasync is running */
     bool delay_armed;             /* a commit-delay timeout is running */
+    bool announced;               /* the queue was told of it (queue_segment_ready) */
+    uint64_t last_write_ms;       /* monotonic time of the last write submitted */
     uint32_t wait_count;          /* messages on the wait list */
     struct __kernel_timespec delay_ts; /* commit delay */
     struct spool_msg_w *wait_head, *wait_tail; /* committed, waiting for the next fsync */
@@ -64,6 +67,8 @@ struct spool_wop {
     uint32_t gen;                 /* bumped at each use */
     uint16_t bid;                 /* receive buffer held, ENGINE_BUF_NONE if none */
     bool commit;                  /* COMMIT record (else DATA) */
+    uint32_t data_len;            /* payload of the DATA record it starts with; UINT32_MAX
+                                     when it holds none */
     uint32_t len;                 /* bytes the write must put down */
     struct spool_msg_w *m;        /* message it belongs to */
     struct spool_seg *seg;        /* segment written */
@@ -162,7 +167,17 @@ static void seg_maybe_close(struct worker *w, struct spool_seg *g)
         io_uring_sqe_set_data64(sqe, engine_ud(OP_NONE, 0, 0));
         g->fd = -1;
     }
+    if (g->announced)
+        queue_segment_retired(w, g->id);
+    g->announced = false;
     g->state = SEG_FREE;
+}
+
+/* seg_announce - the segment is usable: the queue keeps a descriptor to read messages back. */
+static void seg_announce(struct worker *w, struct spool_seg *g)
+{
+    g->announced = true;
+    queue_segment_ready(w, g->id, g->fd);
 }
 
 /* seg_prepare - start opening the next segment through the ring. */
@@ -183,7 +198,7 @@ static void seg_prepare(struct worker *w)
     spool_seg_name(g->id, g->name, sizeof(g->name));
     sqe = engine_sqe(w);
     io_uring_prep_openat(sqe, engine.spool_dir_fd, g->name,
-                         O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0640);
+                         O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0640);
     io_uring_sqe_set_data64(sqe, engine_ud(OP_SPOOL_OPEN, g->slot, g->gen));
     s->ops_inflight++;
 }
@@ -223,7 +238,7 @@ int spool_worker_init(struct worker *w)
     g->id = next_id(w);
     seg_header_fill(w, g);
     spool_seg_name(g->id, name, sizeof(name));
-    g->fd = openat(engine.spool_dir_fd, name, O_CREAT | O_EXCL | O_WRONLY | O_CLOEXEC, 0640);
+    g->fd = openat(engine.spool_dir_fd, name, O_CREAT | O_EXCL | O_RDWR | O_CLOEXEC, 0640);
     if (g->fd < 0)
         return -errno;
     /* Preallocated blocks make the group fdatasync cheaper (no size change to journal).
@@ -240,6 +255,7 @@ int spool_worker_init(struct worker *w)
     }
     g->state = SEG_READY;
     s->cur = g;
+    seg_announce(w, g);
     return 0;
 }
 
@@ -290,9 +306,10 @@ int spool_msg_begin(struct worker *w, struct spool_msg_w *m)
         seg_prepare(w);
     if (!s->cur)
         return -EIO;
-    memset(m, 0, offsetof(struct spool_msg_w, done));
+    memset(m, 0, offsetof(struct spool_msg_w, chunk_v));
     m->qid = next_id(w);
     m->seg = s->cur;
+    m->seg_id = s->cur->id;
     s->cur->msgs_active++;
     return 0;
 }
@@ -391,6 +408,32 @@ static void wop_add(struct spool_wop *o, struct spool_rec *rec, uint32_t key,
     o->len += (uint32_t)span;
 }
 
+/* chunk_note - remember where a piece of m's content is in the segment. */
+static void chunk_note(struct spool_msg_w *m, uint64_t off, uint32_t len)
+{
+    uint32_t n = m->chunks - 1;  /* add_data counted it already */
+
+    if (n >= SPOOL_CHUNKS_INLINE && n >= m->chunk_cap) {
+        uint32_t cap = m->chunk_cap ? m->chunk_cap * 2 : SPOOL_CHUNKS_INLINE * 4;
+        struct spool_chunk *v = rr_malloc(cap * sizeof(*v));
+        memcpy(v, spool_msg_chunks(m), n * sizeof(*v));
+        if (m->chunk_cap)
+            free(m->chunk_v);
+        m->chunk_v = v;
+        m->chunk_cap = cap;
+    }
+    (m->chunk_cap ? m->chunk_v : m->chunk_inline)[n] = (struct spool_chunk){ off, len };
+}
+
+/* spool_msg_release - free the chunk list if it outgrew the inline room. */
+void spool_msg_release(struct spool_msg_w *m)
+{
+    if (m->chunk_cap)
+        free(m->chunk_v);
+    m->chunk_v = NULL;
+    m->chunk_cap = 0;
+}
+
 /* wop_submit - reserve the write's range of the segment and submit it. */
 static void wop_submit(struct worker *w, struct spool_wop *o)
 {
@@ -398,6 +441,10 @@ static void wop_submit(struct worker *w, struct spool_wop *o)
     struct io_uring_sqe *sqe;
     uint64_t off = g->write_off;
 
+    /* A DATA record is always first in its write: note where its payload lands. */
+    if (o->data_len != UINT32_MAX)
+        chunk_note(o->m, off + SPOOL_REC_BYTES, o->data_len);
+    g->last_write_ms = w->now_ms;
     g->write_off += o->len;
     g->writes_inflight++;
     o->m->inflight++;
@@ -425,6 +472,7 @@ static struct spool_wop *wop_get(struct worker *w, struct spool_msg_w *m, uint16
     o->m = m;
     o->seg = m->seg;
     o->commit = false;
+    o->data_len = UINT32_MAX;
     o->len = 0;
     o->iov_count = 0;
     memset(&o->rec, 0, sizeof(o->rec));
@@ -441,6 +489,7 @@ static void add_data(struct spool_wop *o, struct spool_msg_w *m, struct spool_re
     rec->seq = m->chunks++;
     wop_add(o, rec, m->seg->key, iov, n);
     m->bytes += rec->len;
+    o->data_len = rec->len;
 }
 
 /* spool_msg_write - one DATA record from iovecs of one buffer. */
@@ -489,6 +538,52 @@ void spool_msg_commit(struct worker *w, struct spool_msg_w *m, uint16_t bid,
     o->rec.seq = m->chunks;
     wop_add(o, &o->rec, m->seg->key, &e, 1);
     wop_submit(w, o);
+}
+
+/* spool_msg_status - one STATUS record, durable like a commit. */
+void spool_msg_status(struct worker *w, struct spool_msg_w *m, uint64_t qid,
+                      enum spool_outcome outcome, const void *payload, uint32_t len)
+{
+    struct spool_wop *o;
+    struct iovec e = { (void *)payload, len };
+
+    m->committing = true;
+    m->status_qid = qid;
+    m->status_outcome = (uint8_t)outcome;
+    if (m->seg->state == SEG_BROKEN || !spool_writes_available(w, 1)) {
+        defer_finish(w, m, m->seg->state == SEG_BROKEN ? -EIO : -EAGAIN);
+        return;
+    }
+    o = wop_get(w, m, ENGINE_BUF_NONE);
+    o->commit = true;
+    o->rec.type = SPOOL_REC_STATUS;
+    o->rec.qid = qid;
+    o->rec.seq = (uint32_t)outcome;
+    wop_add(o, &o->rec, m->seg->key, &e, 1);
+    wop_submit(w, o);
+}
+
+/* spool_worker_tick - close the segment for new messages when it has been idle a while (the
+ * next message opens a fresh one), so that it can be removed once its messages are gone. */
+void spool_worker_tick(struct worker *w)
+{
+    struct spool_worker *s = w->spool;
+    struct spool_seg *g = s ? s->cur : NULL;
+
+    if (!g || g->write_off <= SPOOL_SEG_HEADER_BYTES || g->msgs_active ||
+        w->now_ms - g->last_write_ms < SPOOL_IDLE_ROTATE_MS)
+        return;
+    if (!s->next) {
+        seg_prepare(w);
+        return;
+    }
+    if (s->next->state != SEG_READY)
+        return;
+    g->state = SEG_RETIRED;
+    s->cur = s->next;
+    s->next = NULL;
+    s->cur->last_write_ms = w->now_ms;
+    seg_maybe_close(w, g);
 }
 
 /* spool_msg_abort - abandon a message that will not be committed. */
@@ -643,8 +738,10 @@ void spool_complete(struct worker *w, enum engine_op op, uint32_t slot, uint32_t
     case OP_SPOOL_DIRSYNC:
         if (res < 0)
             seg_broken(w, g, "dirsync", res);
-        else if (g->state == SEG_OPENING)
+        else if (g->state == SEG_OPENING) {
             g->state = SEG_READY;
+            seg_announce(w, g);
+        }
         break;
     default:
         break;

@@ -23,6 +23,9 @@
 #define SPOOL_WOPS_MAX        2048  /* spool writes in flight per worker */
 #define SPOOL_WOP_IOV_MAX     32    /* payload iovecs in one write */
 #define SPOOL_GROUP_MAX       256   /* messages waiting that start a delayed fsync at once */
+#define SPOOL_CHUNKS_INLINE   4     /* content pieces kept without an allocation */
+#define SPOOL_IDLE_ROTATE_MS  10000 /* a segment idle this long is closed for new messages, so
+                                       that it can be removed once its messages are delivered */
 
 struct spool_seg;
 
@@ -39,8 +42,34 @@ struct spool_msg_w {
     const char *envelope;         /* commit payload, owned by the caller until done() */
     uint32_t envelope_len;
     struct spool_msg_w *next;     /* in a segment's commit list */
+    uint64_t seg_id;              /* id of seg */
+    uint64_t status_qid;          /* a STATUS record: the message it is about (else 0) */
+    uint8_t status_outcome;       /* a STATUS record: enum spool_outcome */
+    struct spool_chunk *chunk_v;  /* where each DATA record's payload went: chunk_inline, or
+                                     an allocation once more are needed (spool_msg_release) */
+    uint32_t chunk_cap;           /* entries chunk_v can take; 0 = chunk_inline */
+    struct spool_chunk chunk_inline[SPOOL_CHUNKS_INLINE];
     void (*done)(struct worker *w, struct spool_msg_w *m, int err); /* called exactly once */
 };
+
+/* spool_msg_chunks - where the content of m went (valid once it is committed). */
+static inline const struct spool_chunk *spool_msg_chunks(const struct spool_msg_w *m)
+{
+    return m->chunk_cap ? m->chunk_v : m->chunk_inline;
+}
+
+/* spool_msg_release - free what m allocated (after done(), before m's memory is reused). */
+void spool_msg_release(struct spool_msg_w *m);
+
+/* spool_msg_status - write a STATUS record (see spool.h) about message qid instead of a
+ * message: m was begun with spool_msg_begin and gets no content. payload (len bytes, owned
+ * by the caller until done()) follows the record header. done() once the record is durable,
+ * as for a message. The caller checked spool_writes_available(). */
+void spool_msg_status(struct worker *w, struct spool_msg_w *m, uint64_t qid,
+                      enum spool_outcome outcome, const void *payload, uint32_t len);
+
+/* spool_worker_tick - once a second: close an idle segment for new messages. */
+void spool_worker_tick(struct worker *w);
 
 /* spool_worker_init - open this worker's first segment (blocking: set-up time). 0 or -errno. */
 int spool_worker_init(struct worker *w);

@@ -24,6 +24,7 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/queue.h"
 #include "net/smtp_session.h"
 
 #define S(st) (1u << (st))
@@ -473,6 +474,8 @@ static void spool_done(struct worker *w, struct spool_msg_w *sm, int err)
                   " login= peer=%s", qid, t->from.len ? log_q(t->from.text) : "",
                   t->rcpt_count, sm->bytes,
                   c ? c->peer_text : "gone");
+        queue_add(w, sm->qid, sm->seg_id, t->envelope, t->envelope_len, spool_msg_chunks(sm),
+                  sm->chunks, sm->bytes);
     }
     if (!c) {
         txn_free(t);

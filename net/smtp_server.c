@@ -81,6 +81,7 @@ void smtp_server_fini(struct worker *w)
     while (srv && srv->txn_free) {
         struct txn *t = srv->txn_free;
         srv->txn_free = t->free_next;
+        spool_msg_release(&t->sm);
         free(t);
     }
     for (uint32_t i = 0; i < w->conn_slots; i++)
@@ -192,6 +193,7 @@ void txn_free(struct txn *t)
 {
     free(t->envelope);
     t->envelope = NULL;
+    spool_msg_release(&t->sm);
     t->free_next = srv->txn_free;
     srv->txn_free = t;
 }
