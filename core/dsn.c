@@ -45,7 +45,8 @@
  *     bare CR, bare LF) separate reply lines, which become continuation lines of one folded
  *     Diagnostic-Code field. Cut at DSN_DIAG_BYTES_MAX.
  *   - Header section: only up to its first empty line (dsn_header_end()), and only up to the
- *     first line that is neither a header field ("name:") nor a continuation line, so the
+ *     first line that is neither a header field ("name:", the colon within
+ *     DSN_FIELD_NAME_BYTES_MAX) nor a continuation line, so the
  *     part holds header fields and nothing else; NULs dropped; bare CR and bare LF become
  *     CRLF; empty lines (made by that, or by dropped NULs) and white-space-only lines are
  *     dropped, and white space at the start of a line is cut at DSN_WSP_RUN_BYTES_MAX; a line
@@ -108,6 +109,7 @@
 #define DSN_BOUNDARY_COPIES      5     /* Content-Type parameter, 3 delimiters, close */
 #define DSN_BUF_BYTES_MIN        4096  /* first allocation, beside the headers' size */
 #define DSN_WSP_RUN_BYTES_MAX    64    /* white space kept at the start of a part 3 line */
+#define DSN_FIELD_NAME_BYTES_MAX 256   /* a part 3 field's name and white space before ':' */
 
 /* The output: one growing buffer. */
 struct buf {
@@ -721,10 +723,11 @@ static void hdr_byte(struct hdr_out *h, char c)
 
 /* field_line - whether the line at hdr[i] (its first byte neither NUL nor a line end) starts
  * a header field: a name of printable ASCII but ':', white space, then ':' (RFC 5322 3.6.8,
- * with the obsolete white space before the colon). NULs, which are dropped, are skipped. */
+ * with the obsolete white space before the colon), the colon within DSN_FIELD_NAME_BYTES_MAX
+ * so that folding never moves it off the first line. NULs, which are dropped, are skipped. */
 static bool field_line(const char *hdr, size_t i, size_t end)
 {
-    size_t name = 0;
+    size_t name = 0, before_colon = 0;
 
     for (; i < end; i++) {
         unsigned char c = (unsigned char)hdr[i];
@@ -735,8 +738,9 @@ static bool field_line(const char *hdr, size_t i, size_t end)
         name++;
     }
     for (; i < end && (hdr[i] == '\0' || wsp(hdr[i])); i++)
-        ;
-    return name > 0 && i < end && hdr[i] == ':';
+        before_colon += hdr[i] != '\0';
+    return name > 0 && name + before_colon <= DSN_FIELD_NAME_BYTES_MAX && i < end &&
+           hdr[i] == ':';
 }
 
 /* put_headers - part 3's content: the original header section, cleaned (see SECURITY). It

@@ -112,8 +112,9 @@ static size_t solid(const char *s, size_t n, char *out)
 
 /* ref_kept - the solid() bytes of the header section that part 3 is to keep, the plain way:
  * lines end at CRLF, CR or LF; NULs are dropped; empty lines are skipped; the section ends
- * at the first line that is not "name:" (name: printable ASCII but ':', then white space)
- * and does not continue a field (start with white space after one). */
+ * at the first line that is not "name:" (name: printable ASCII but ':', then white space;
+ * at most 256 octets before the colon) and does not continue a field (start with white space
+ * after one). */
 static size_t ref_kept(const char *h, size_t end, char *out)
 {
     size_t o = 0, i = 0;
@@ -140,7 +141,7 @@ static size_t ref_kept(const char *h, size_t end, char *out)
                 size_t c = k;
                 while (c < ll && (line[c] == ' ' || line[c] == '\t'))
                     c++;
-                stop = k == 0 || c == ll || line[c] != ':';
+                stop = k == 0 || c == ll || line[c] != ':' || c > 256;
                 field_seen = true;
             }
             if (!stop)

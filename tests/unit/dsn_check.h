@@ -36,11 +36,11 @@
 struct dsn_view {
     char boundary[DSN_CHECK_BOUNDARY_BYTES_MAX + 1]; /* from the Content-Type parameter */
     const char *hdr;              /* the message header section, without the empty line */
-    size_t hdr_len;
+    size_t hdr_len;               /* its bytes */
     const char *part[3];          /* each part: its header section, empty line, content */
-    size_t part_len[3];
+    size_t part_len[3];           /* their bytes, up to the CRLF before the next delimiter */
     const char *body[3];          /* each part's content (ends in CRLF) */
-    size_t body_len[3];
+    size_t body_len[3];           /* their bytes */
 };
 
 /* dsn_line_len - bytes of the line at s (n bytes left) before its CRLF; n when none. */

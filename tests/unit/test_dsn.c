@@ -27,11 +27,12 @@
 
 /* ---- dsn_header_end ---------------------------------------------------------------- */
 
+/* One row: a buffer and where its header section ends. */
 struct end_row {
-    const char *name;
-    const char *buf;
-    size_t len;
-    size_t want;
+    const char *name;             /* what the row shows */
+    const char *buf;              /* the start of a message */
+    size_t len;                   /* its bytes */
+    size_t want;                  /* dsn_header_end() */
 };
 
 static const struct end_row end_rows[] = {
@@ -52,6 +53,7 @@ static const struct end_row end_rows[] = {
     { "first empty line wins", S("A: b\n\nC: d\n\n"), 6 },
 };
 
+/* test_header_end - the end_rows table. */
 static void test_header_end(void)
 {
     for (size_t i = 0; i < sizeof end_rows / sizeof end_rows[0]; i++) {
@@ -119,6 +121,7 @@ static bool same(const char *s, size_t n, const char *want)
     return n == strlen(want) && memcmp(s, want, n) == 0;
 }
 
+/* test_typical - the typical bounce, compared exactly where it is fixed. */
 static void test_typical(void)
 {
     struct dsn_in in = typical();
@@ -215,24 +218,28 @@ static void test_typical(void)
 
 /* ---- rows: one change each --------------------------------------------------------- */
 
+/* Where a row looks for a string. */
 enum where { IN_HDR, IN_P1, IN_P2, IN_P3, IN_ALL };
 
+/* One string a row looks for. */
 struct expect {
-    enum where where;
+    enum where where;             /* the message header, a part (with the CRLF before it and
+                                     the "\r\n--" after it), or everything */
     const char *text;             /* NULL ends the list */
     bool absent;                  /* must not appear (else must) */
 };
 
+/* One change to the typical input, and what it must give. */
 struct row {
-    const char *name;
+    const char *name;             /* what the row shows */
     struct dsn_rcpt rcpt;         /* the only recipient; addr NULL = keep both typical ones */
     const char *sender;           /* NULL = typical */
     const char *reporting_mta;    /* NULL = typical */
     const char *headers;          /* NULL = typical, unless no_headers */
-    size_t headers_len;
+    size_t headers_len;           /* bytes at headers */
     bool no_headers;              /* headers = NULL */
-    bool expired;
-    struct expect expect[EXPECT_MAX];
+    bool expired;                 /* dsn_in.expired */
+    struct expect expect[EXPECT_MAX]; /* what must and must not appear */
 };
 
 #define MUST(w, t)    { w, t, false }
@@ -462,6 +469,7 @@ static bool find(const struct dsn_view *v, const char *m, size_t len, enum where
     return memmem(s, n, text, strlen(text)) != NULL;
 }
 
+/* test_rows - each row: build, check the structure, look for its strings. */
 static void test_rows(void)
 {
     for (size_t i = 0; i < sizeof rows / sizeof rows[0]; i++) {
@@ -516,6 +524,7 @@ static char *unfold(const char *s, size_t n, bool drop_space)
     return out;
 }
 
+/* test_long_reply - a reply with a 3000-octet word and many short ones: split and folded. */
 static void test_long_reply(void)
 {
     /* One word of 3000 bytes, then words: split at 998 octets, then folded at 78. */
@@ -575,6 +584,7 @@ static bool same_but_spaces(const char *a, const char *b, const char *stop)
     }
 }
 
+/* test_long_header_lines - overlong header lines fold and unfold to the original. */
 static void test_long_header_lines(void)
 {
     /* A field of many words, a field with no white space at all, a field of white space with
@@ -622,6 +632,7 @@ static void test_long_header_lines(void)
     free(h);
 }
 
+/* test_leading_space - white space starting a header line is cut; blank lines dropped. */
 static void test_leading_space(void)
 {
     /* White space at the start of a line is cut at 64 octets, so that no line made by
@@ -643,6 +654,41 @@ static void test_leading_space(void)
     }
 }
 
+/* test_long_names - field names at and past DSN_FIELD_NAME_BYTES_MAX (256, in dsn.c). */
+static void test_long_names(void)
+{
+    /* A field name (with the white space before its colon) of up to 256 octets is a field;
+       a longer one ends the section, since folding could move its colon off the line. */
+    static const struct { size_t name, space; bool kept; } cases[] = {
+        { 256, 0, true }, { 257, 0, false }, { 2000, 0, false },
+        { 200, 56, true }, { 200, 57, false }, { 7, 2000, false },
+    };
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        size_t n = 0;
+        char *h = malloc(cases[i].name + cases[i].space + 64);
+        n += (size_t)sprintf(h, "To: b\r\n");
+        memset(h + n, 'N', cases[i].name);
+        n += cases[i].name;
+        memset(h + n, ' ', cases[i].space);
+        n += cases[i].space;
+        n += (size_t)sprintf(h + n, ": value\r\n\r\n");
+        struct dsn_in in = typical();
+        struct dsn_view v;
+        size_t len;
+        in.headers = h;
+        in.headers_len = n;
+        char *m = build("long field names", &in, &len, &v);
+        if (m) {
+            bool kept = memmem(v.body[2], v.body_len[2], ": value\r\n", 9) != NULL;
+            CHECK(kept == cases[i].kept && memcmp(v.body[2], "To: b\r\n", 7) == 0,
+                  "long field name %zu + %zu: kept %d", cases[i].name, cases[i].space, kept);
+            free(m);
+        }
+        free(h);
+    }
+}
+
+/* test_headers_cut - the header section cut at DSN_HEADERS_BYTES_MAX on a field or line. */
 static void test_headers_cut(void)
 {
     /* Fields of 100 octets (a first line and a continuation line each) past the limit: the
@@ -752,6 +798,7 @@ static void plant_build(const char *name, const char *const *planted, size_t cou
     }
 }
 
+/* test_boundary - boundaries planted in the content make the counter move past them. */
 static void test_boundary(void)
 {
     char b[DSN_CHECK_BOUNDARY_BYTES_MAX + 1];
@@ -785,6 +832,7 @@ static void test_boundary(void)
 
 /* ---- dates and odd input ----------------------------------------------------------- */
 
+/* test_dates - RFC 5322 dates, clamped to 1970-9999. */
 static void test_dates(void)
 {
     static const struct { int64_t t; const char *want; } dates[] = {
@@ -810,6 +858,7 @@ static void test_dates(void)
     }
 }
 
+/* test_odd - NULL strings, a hostile queue id, an empty one, 40 recipients. */
 static void test_odd(void)
 {
     /* NULL strings everywhere, a hostile qid, many recipients. */
@@ -849,6 +898,7 @@ int main(void)
     test_long_reply();
     test_long_header_lines();
     test_leading_space();
+    test_long_names();
     test_headers_cut();
     test_boundary();
     test_dates();
