@@ -324,8 +324,11 @@ int spool_scan_dir(const char *dir, spool_msg_cb cb, void *arg, struct spool_sca
     if (n)
         qsort(names, n, sizeof(*names), name_cmp);
     for (size_t i = 0; i < n; i++) {
-        if (!err)
+        if (!err) {
             err = spool_scan_segment(dirfd(d), names[i], cb, arg, st);
+            if (err == -ENOENT)
+                err = 0;  /* removed since the listing: its messages were all finished */
+        }
         free(names[i]);
     }
     free(names);

@@ -294,9 +294,10 @@ int spool_msg_begin(struct worker *w, struct spool_msg_w *m)
     uint64_t limit = w->cfg->segment_bytes_max;
 
     if (s->cur && s->cur->write_off >= limit && s->next && s->next->state == SEG_READY) {
-        s->cur->state = SEG_RETIRED;
-        seg_maybe_close(w, s->cur);
-        s->cur = NULL;
+        struct spool_seg *full = s->cur;
+        full->state = SEG_RETIRED;
+        s->cur = NULL;  /* first: seg_maybe_close leaves the current segment open */
+        seg_maybe_close(w, full);
     }
     if (!s->cur && s->next && s->next->state == SEG_READY) {
         s->cur = s->next;
