@@ -112,23 +112,38 @@ static void arm_tick(struct worker *w)
     io_uring_sqe_set_data64(sqe, engine_ud(OP_TICK, 0, 0));
 }
 
-/* run_wheel - fire every timer whose deadline passed, visiting each slot since the last run. */
+/* run_wheel - fire every timer whose deadline passed, visiting each slot since the last run.
+ * The due timers of a slot are first moved to a local list: a fire() may disarm or re-arm
+ * any other timer (a failed connection reschedules messages), and a timer it touches simply
+ * leaves the local list, so the walk never follows a link that moved under it. */
 static void run_wheel(struct worker *w, uint64_t *last_tick)
 {
     uint64_t now_tick = w->now_ms / ENGINE_TICK_MS;
     uint64_t t = *last_tick + 1;
+    struct engine_timer due;
 
     if (now_tick - *last_tick > ENGINE_WHEEL_SLOTS)
         t = now_tick - ENGINE_WHEEL_SLOTS + 1;
     for (; t <= now_tick; t++) {
         struct engine_timer *head = &w->wheel[t % ENGINE_WHEEL_SLOTS];
         struct engine_timer *e = head->next, *next;
+
+        due.next = due.prev = &due;
         for (; e != head; e = next) {
             next = e->next;
             if (e->deadline_ms <= w->now_ms) {
-                engine_timer_set(w, e, 0);
-                e->fire(w, e);
+                e->prev->next = e->next;  /* from the slot to the local list */
+                e->next->prev = e->prev;
+                e->next = &due;
+                e->prev = due.prev;
+                due.prev->next = e;
+                due.prev = e;
             }
+        }
+        while (due.next != &due) {
+            e = due.next;
+            engine_timer_set(w, e, 0);
+            e->fire(w, e);
         }
     }
     *last_tick = now_tick;

@@ -118,6 +118,8 @@ struct queue {
     struct qseg *gc_wait;         /* removable, not yet unlinked */
     struct qseg *gc_batch;        /* being unlinked and synced */
     uint32_t gc_unlinks;          /* unlinks of the batch in flight */
+    bool gc_failed;               /* an unlink of the batch failed */
+    struct qseg *gc_retry;        /* removals that failed, tried again from the tick */
     bool gc_syncing;              /* the directory fsync of the batch is in flight */
     struct qbounce *bounces[QUEUE_BOUNCES_MAX]; /* by slot */
     uint32_t bounce_gen;
@@ -301,8 +303,20 @@ static void gc_start(struct worker *w)
     q->gc_batch = q->gc_wait;
     q->gc_wait = NULL;
     for (struct qseg *g = q->gc_batch; g; g = g->gc_next) {
-        struct io_uring_sqe *sqe = engine_sqe(w);
+        struct io_uring_sqe *sqe;
         g->st = QS_UNLINKING;
+        if (io_uring_sq_space_left(&w->ring) < 2)
+            io_uring_submit(&w->ring);
+        if (g->fd >= 0) {
+            /* Our descriptor goes first, so that the unlink (on a kernel worker) is the last
+             * reference and frees the blocks there, not on this thread. */
+            sqe = engine_sqe(w);
+            io_uring_prep_close(sqe, g->fd);
+            sqe->flags |= IOSQE_IO_HARDLINK;
+            io_uring_sqe_set_data64(sqe, engine_ud(OP_NONE, 0, 0));
+            g->fd = -1;
+        }
+        sqe = engine_sqe(w);
         io_uring_prep_unlinkat(sqe, engine.spool_dir_fd, g->name, 0);
         io_uring_sqe_set_data64(sqe, engine_ud(OP_QUEUE_UNLINK, 0, 0));
         q->gc_unlinks++;
@@ -316,8 +330,10 @@ static void gc_unlinked(struct worker *w, int res)
     struct queue *q = w->queue;
     struct io_uring_sqe *sqe;
 
-    if (res < 0 && res != -ENOENT)
+    if (res < 0 && res != -ENOENT) {
         log_event(LOG_ERROR, "event=spool_error op=unlink error=%s", log_q(strerror(-res)));
+        q->gc_failed = true;
+    }
     if (--q->gc_unlinks)
         return;
     q->gc_syncing = true;
@@ -337,6 +353,20 @@ static void gc_synced(struct worker *w, int res)
     q->gc_batch = NULL;
     if (res < 0)
         log_event(LOG_ERROR, "event=spool_error op=dirsync error=%s", log_q(strerror(-res)));
+    if (res < 0 || q->gc_failed) {
+        /* Not known to be gone: the whole batch is removed (and synced) again later; the
+         * segments waiting for these keep waiting. */
+        q->gc_failed = false;
+        for (; g; g = next) {
+            next = g->gc_next;
+            g->st = QS_DOOMED;
+            g->gc_next = q->gc_retry;
+            q->gc_retry = g;
+        }
+        if (!q->tick.next)
+            engine_timer_set(w, &q->tick, w->now_ms + QUEUE_WRITE_RETRY_MS);
+        return;
+    }
     for (; g; g = next) {
         next = g->gc_next;
         seg_free(w, g);
@@ -654,7 +684,8 @@ static void status_write(struct worker *w, struct qmsg *m, enum spool_outcome ou
     memcpy(qw->payload, &h, sizeof(h));
     for (uint32_t i = 0; i < n; i++) {
         memcpy(qw->payload + sizeof(h) + 2 * i, &idx[i], 2);
-        m->rcpts[idx[i]].state = RS_WRITING;
+        if (m->rcpts[idx[i]].state != RS_DONE)  /* a delete may have finished it meanwhile */
+            m->rcpts[idx[i]].state = RS_WRITING;
     }
     m->writes++;
     status_submit(w, qw);
@@ -682,9 +713,11 @@ static void bounce_read_next(struct worker *w, struct qbounce *b);
 static void bounce_give_up(struct worker *w, struct qmsg *m, const uint16_t *idx, uint16_t n)
 {
     for (uint16_t i = 0; i < n; i++)
-        m->rcpts[idx[i]].state = RS_FAILED;
-    m->bouncing = false;
-    msg_schedule(w, m);
+        if (m->rcpts[idx[i]].state != RS_DONE)
+            m->rcpts[idx[i]].state = RS_FAILED;
+    m->bouncing--;
+    if (!m->deleted && !m->jobs)
+        msg_schedule(w, m);
 }
 
 /* bounce_free - the bounce is over (spooled or given up). */
@@ -704,8 +737,10 @@ static void bounce_free(struct worker *w, struct qbounce *b)
 /* bounce_outcomes - the failed recipients of a bounce get their outcome records. */
 static void bounce_outcomes(struct worker *w, struct qmsg *m, const uint16_t *idx, uint16_t n)
 {
-    m->bouncing = false;
-    status_write(w, m, SPOOL_OUT_FAILED, idx, n, NULL);
+    m->bouncing--;
+    if (!m->deleted)  /* deleted meanwhile: its DELETED record says it all */
+        status_write(w, m, SPOOL_OUT_FAILED, idx, n, NULL);
+    msg_maybe_finish(w, m);
 }
 
 /* bounce_spooled - the DSN is durable: queue it and record the failures. */
@@ -772,6 +807,7 @@ static void bounce_write(struct worker *w, struct qbounce *b)
             spool_msg_abort(w, &b->mw);
         bounce_give_up(w, m, b->idx, b->count);
         bounce_free(w, b);
+        msg_maybe_finish(w, m);
         return;
     }
     cap = 256 + strlen(w->cfg->hostname) + strlen(m->from);
@@ -821,6 +857,7 @@ static void bounce_start(struct worker *w, struct qmsg *m, uint16_t *idx, uint16
     struct qbounce *b;
     uint32_t slot;
 
+    m->bouncing++;
     if (!m->from[0]) {
         bounce_outcomes(w, m, idx, n);  /* never bounce a bounce */
         free(idx);
@@ -840,7 +877,6 @@ static void bounce_start(struct worker *w, struct qmsg *m, uint16_t *idx, uint16
     b->idx = idx;
     b->count = n;
     q->bounces[slot] = b;
-    m->bouncing = true;
     for (uint16_t i = 0; i < n; i++)
         m->rcpts[idx[i]].state = RS_WRITING;  /* not bounced twice by a later round */
     bounce_read_next(w, b);
@@ -977,7 +1013,7 @@ static void msg_round(struct worker *w, struct qmsg *m)
     const struct rr_config *cfg = w->cfg;
     struct qdest *touched[16];
     unsigned ntouched = 0;
-    bool *taken;
+    struct qdest **dests;
 
     if (m->held || m->deleted || m->jobs || w->queue->stopping)
         return;
@@ -992,31 +1028,31 @@ static void msg_round(struct worker *w, struct qmsg *m)
         return;
     }
     m->attempts++;
-    taken = rr_calloc(m->rcpt_count, sizeof(*taken));
+    /* Each open recipient's destination once, then one job per destination (in the order
+     * of first appearance), without comparing every pair of recipients. */
+    dests = rr_calloc(m->rcpt_count, sizeof(*dests));
     for (uint16_t k = 0; k < m->rcpt_count; k++) {
         char key[DNS_NAME_BYTES_MAX];
-        struct qdest *d;
+        if (m->rcpts[k].state != RS_PENDING)
+            continue;
+        dest_key(w, &m->rcpts[k], key, sizeof(key));
+        dests[k] = dest_get(w, key);
+    }
+    for (uint16_t k = 0; k < m->rcpt_count; k++) {
+        struct qdest *d = dests[k];
         struct qjob *j;
         uint16_t n = 0;
 
-        if (taken[k] || m->rcpts[k].state != RS_PENDING)
-            continue;
-        dest_key(w, &m->rcpts[k], key, sizeof(key));
-        d = dest_get(w, key);
+        if (!d)
+            continue;  /* not open, or already in an earlier job of this round */
         j = rr_calloc(1, sizeof(*j));
         j->m = m;
         j->d = d;
         j->idx = rr_malloc((size_t)(m->rcpt_count - k) * sizeof(*j->idx));
         for (uint16_t i = k; i < m->rcpt_count; i++) {
-            char other[DNS_NAME_BYTES_MAX];
-            if (taken[i] || m->rcpts[i].state != RS_PENDING)
+            if (dests[i] != d)
                 continue;
-            if (i != k) {
-                dest_key(w, &m->rcpts[i], other, sizeof(other));
-                if (strcmp(other, key))
-                    continue;
-            }
-            taken[i] = true;
+            dests[i] = NULL;
             m->rcpts[i].state = RS_ACTIVE;
             j->idx[n++] = i;
         }
@@ -1033,7 +1069,7 @@ static void msg_round(struct worker *w, struct qmsg *m)
         else
             dest_kick(w, d);
     }
-    free(taken);
+    free(dests);
     if (!m->jobs) {  /* nothing to send (only failures waiting for their bounce) */
         msg_round_end(w, m);
         return;
@@ -1075,8 +1111,12 @@ static void dest_backoff(struct worker *w, struct qdest *d, const char *why)
 {
     struct qjob *j, *next;
 
-    d->fails++;
-    d->retry_ms = w->now_ms + backoff_ms(w, d->fails);
+    /* Many connections fail together in an outage: that is one failure of the destination,
+     * not one per connection, or the backoff would jump to retry_max at once. */
+    if (d->retry_ms <= w->now_ms) {
+        d->fails++;
+        d->retry_ms = w->now_ms + backoff_ms(w, d->fails);
+    }
     copy_text(d->last, sizeof(d->last), why);
     for (j = dest_take_all(d); j; j = next) {
         next = j->next;
@@ -1096,7 +1136,7 @@ static void dest_resolved(struct worker *w, void *arg, const struct dns_result *
     d->state = DS_IDLE;
     if (!d->key[0] && (colon = strrchr(cfg->smarthost, ':')))
         port = (uint16_t)atoi(colon + 1);
-    if (r->status == DNS_NXDOMAIN || r->status == DNS_NULLMX) {
+    if ((r->status == DNS_NXDOMAIN || r->status == DNS_NULLMX) && d->key[0]) {
         const char *status = r->status == DNS_NULLMX ? "5.1.10" : "5.1.2";
         char why[DNS_NAME_BYTES_MAX + 160];
         snprintf(why, sizeof(why), "%s: %s", d->key[0] ? d->key : cfg->smarthost, r->error);
@@ -1165,7 +1205,7 @@ static bool smarthost_literal(struct worker *w, struct qdest *d)
     copy_text(d->target_names[0], sizeof(d->target_names[0]), host);
     d->target_count = 1;
     d->state = DS_READY;
-    d->expires_ms = UINT64_MAX;
+    d->expires_ms = w->now_ms + QUEUE_DEST_TTL_MS;  /* a reload may change it */
     return true;
 }
 
@@ -1279,6 +1319,26 @@ void queue_job_done(struct worker *w, struct qjob *j, const uint8_t *res,
     job_end(w, j);
 }
 
+/* queue_job_requeue - back to the front of its destination's queue. */
+void queue_job_requeue(struct worker *w, struct qjob *j)
+{
+    struct qdest *d = j->d;
+
+    if (w->queue->stopping) {  /* nothing takes it any more: it stays open in the spool */
+        for (uint16_t k = 0; k < j->count; k++)
+            j->m->rcpts[j->idx[k]].state = RS_PENDING;
+        free(j->idx);
+        j->m->jobs--;
+        free(j);
+        return;
+    }
+    j->next = d->ready_head;
+    d->ready_head = j;
+    if (!d->ready_tail)
+        d->ready_tail = j;
+    d->ready_count++;
+}
+
 /* queue_dest_failed - a connection to d failed before delivering anything. */
 void queue_dest_failed(struct worker *w, struct qdest *d, const char *why, bool permanent)
 {
@@ -1330,7 +1390,15 @@ void queue_add(struct worker *w, uint64_t qid, uint64_t seg_id, const char *env,
 /* tick_fired - retry outcome writes that found no room, and keep retrying while some wait. */
 static void tick_fired(struct worker *w, struct engine_timer *t)
 {
+    struct queue *q = w->queue;
+
     pending_retry(w);
+    while (q->gc_retry) {
+        struct qseg *g = q->gc_retry;
+        q->gc_retry = g->gc_next;
+        g->gc_next = q->gc_wait;
+        q->gc_wait = g;
+    }
 }
 
 /* queue_worker_busy - anything of the queue still in flight. */
@@ -1513,7 +1581,7 @@ void queue_ctl(struct worker *w, struct ctl_job *j)
                 d->fails = 0;
             }
         for (m = q->head; m; m = m->next)
-            if (!m->held && !m->deleted && !m->jobs && !m->bouncing)
+            if (!m->held && !m->deleted && !m->jobs)
                 msg_due(w, m);
         ctl_job_answer(j, w, 0, NULL, 0);
         return;
@@ -1543,7 +1611,7 @@ void queue_ctl(struct worker *w, struct ctl_job *j)
     case CTL_RELEASE:
         m->held = false;
         status_write(w, m, SPOOL_OUT_RELEASE, NULL, 0, j);
-        if (!m->jobs && !m->bouncing)
+        if (!m->jobs)
             msg_due(w, m);
         break;
     default:
@@ -1852,7 +1920,12 @@ static void take_share(struct worker *w, struct queue_recovered *r)
     for (size_t i = 0; i < r->msg_count; i++) {
         struct rec_msg *rm = r->msgs[i];
         struct qmsg *m;
-        if (!map[rm->seg] || rm->deleted)
+        uint32_t open = 0;
+        for (uint32_t k = 0; k < rm->rcpt_count; k++)
+            open += !rm->done[k];
+        /* Finished ones are not created at all: freeing one here could leave its segment
+         * looking empty while an open message of it is still to come. */
+        if (!map[rm->seg] || rm->deleted || !open)
             continue;
         m = msg_new(w, rm->qid, map[rm->seg], rm->env, rm->env_len, rm->chunks, rm->chunk_count,
                     rm->size);
@@ -1864,10 +1937,6 @@ static void take_share(struct worker *w, struct queue_recovered *r)
                 m->rcpt_open--;
             }
         m->held = rm->held;
-        if (!m->rcpt_open) {
-            msg_free(w, m);
-            continue;
-        }
         if (!m->held)
             msg_due(w, m);
     }
@@ -1913,7 +1982,7 @@ void queue_worker_fini(struct worker *w)
         struct qmsg *m = q->head;
         m->rcpt_open = 0;
         m->jobs = m->writes = 0;
-        m->bouncing = false;
+        m->bouncing = 0;
         msg_free(w, m);
     }
     for (size_t i = 0; i < q->dcap; i++)

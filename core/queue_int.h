@@ -61,7 +61,7 @@ struct qmsg {
     uint32_t attempts;            /* delivery rounds so far */
     bool held;                    /* ringctl hold */
     bool deleted;                 /* ringctl delete: finish once nothing is in flight */
-    bool bouncing;                /* a bounce is being built or written */
+    uint16_t bouncing;            /* bounces being built or written */
     bool queued;                  /* in a round (jobs exist) */
     uint64_t next_ms;             /* monotonic time of the next round; 0 = none scheduled */
     char last[QUEUE_REPLY_BYTES_MAX]; /* last temporary error, for ringctl queue */
@@ -108,6 +108,9 @@ struct qjob *queue_job_take(struct worker *w, struct qdest *d);
  * recipients (reply: the text to log and, for JR_PERM, to bounce with); remote = the host. */
 void queue_job_done(struct worker *w, struct qjob *j, const uint8_t *res,
                     const char *const *reply, const char *remote);
+
+/* queue_job_requeue - a connection gives j back untried: first in line again. */
+void queue_job_requeue(struct worker *w, struct qjob *j);
 
 /* queue_dest_failed - a connection to d could not deliver anything (connect refused, timed
  * out, 4xx/5xx greeting or EHLO): why, and whether it is permanent. */

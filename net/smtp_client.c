@@ -83,8 +83,13 @@ struct oconn {
     struct smtp_reply_parser rp;
     struct smtp_reply reply;      /* the reply just completed */
     char in[CLIENT_IN_BYTES];
-    char *out;                    /* commands to send */
+    char *out;                    /* commands to send; never changed while a send of it is
+                                     in flight (new commands wait in later) */
     size_t out_len, out_off, out_cap;
+    char *later;                  /* commands queued while out is being sent */
+    size_t later_len, later_cap;
+    bool body_waits;              /* 354 came before our commands were all sent */
+    bool restart;                 /* trying the next address once the operations drained */
     /* the transaction */
     struct qjob *job;
     uint8_t *res;                 /* enum job_rcpt_result per recipient of the job */
@@ -121,7 +126,7 @@ struct client {
 static __thread struct client *cl;
 
 static void conn_fail(struct worker *w, struct oconn *c, const char *why);
-static void txn_start(struct worker *w, struct oconn *c);
+static bool txn_start(struct worker *w, struct oconn *c);
 static void body_next(struct worker *w, struct oconn *c);
 static void try_connect(struct worker *w, struct oconn *c);
 
@@ -149,6 +154,7 @@ void smtp_client_fini(struct worker *w)
             if (c->fd >= 0)
                 close(c->fd);
             free(c->out);
+            free(c->later);
             free(c->rbuf);
             free(c->res);
             if (c->rtext && c->job)
@@ -195,6 +201,7 @@ static void conn_reap(struct worker *w, struct oconn *c)
     cl->free_slots[cl->free_count++] = c->slot;
     cl->live--;
     free(c->out);
+    free(c->later);
     free(c->rbuf);
     free(c->res);
     free(c->rtext);
@@ -257,22 +264,40 @@ static void out_add(struct oconn *c, const char *fmt, ...)
 {
     va_list ap;
     int n;
+    char **buf = c->send_armed ? &c->later : &c->out;
+    size_t *len = c->send_armed ? &c->later_len : &c->out_len;
+    size_t *cap = c->send_armed ? &c->later_cap : &c->out_cap;
 
-    if (c->out_off == c->out_len)
+    if (!c->send_armed && c->out_off == c->out_len)
         c->out_off = c->out_len = 0;
     for (;;) {
-        size_t room = c->out_cap - c->out_len;
+        size_t room = *cap - *len;
         va_start(ap, fmt);
-        n = vsnprintf(c->out + c->out_len, room, fmt, ap);
+        n = vsnprintf(*buf ? *buf + *len : NULL, room, fmt, ap);
         va_end(ap);
-        if (n >= 0 && (size_t)n + 2 < room)
+        if (n >= 0 && *buf && (size_t)n + 2 < room)
             break;
-        c->out_cap = c->out_cap * 2 + (size_t)n + 64;
-        c->out = rr_realloc(c->out, c->out_cap);
+        *cap = *cap * 2 + (size_t)n + 64;
+        *buf = rr_realloc(*buf, *cap);
     }
-    c->out_len += (size_t)n;
-    memcpy(c->out + c->out_len, "\r\n", 2);
-    c->out_len += 2;
+    *len += (size_t)n;
+    memcpy(*buf + *len, "\r\n", 2);
+    *len += 2;
+}
+
+/* out_take_later - the send of out is over: what was queued meanwhile becomes out. */
+static void out_take_later(struct oconn *c)
+{
+    char *t = c->out;
+    size_t tc = c->out_cap;
+
+    c->out = c->later;
+    c->out_cap = c->later_cap;
+    c->out_len = c->later_len;
+    c->out_off = 0;
+    c->later = t;
+    c->later_cap = tc;
+    c->later_len = 0;
 }
 
 /* reply_text - "CODE text" of the reply just read, into buf. */
@@ -342,13 +367,14 @@ static void set_all(struct oconn *c, uint8_t r, const char *text, bool only_acce
 /* next_job - the transaction is over: another job, or QUIT. */
 static void next_job(struct worker *w, struct oconn *c)
 {
-    c->msgs++;
-    if (c->msgs < w->cfg->msgs_per_conn) {
+    /* A job refused before it starts (SIZE, 8BITMIME, SMTPUTF8) ends at once: the next one
+     * is taken in this loop, not by recursion. */
+    while (++c->msgs < w->cfg->msgs_per_conn) {
         c->job = queue_job_take(w, c->d);
-        if (c->job) {
-            txn_start(w, c);
+        if (!c->job)
+            break;
+        if (txn_start(w, c))
             return;
-        }
     }
     c->st = CS_QUIT;
     out_add(c, "QUIT");
@@ -357,55 +383,89 @@ static void next_job(struct worker *w, struct oconn *c)
     set_deadline(w, c, w->cfg->command_timeout_ms);
 }
 
-/* conn_fail - the connection ends early: the job (if any) is deferred; before the greeting
- * was done, the next address is tried or the destination failed. */
+/* next_target - close this attempt's socket and connect to the next address, now or once
+ * the operations on the old socket have drained (smtp_client_complete). */
+static void next_target(struct worker *w, struct oconn *c)
+{
+    if (c->recv_armed || c->send_armed || c->connect_armed || c->read_armed) {
+        c->restart = true;
+        if (c->fd >= 0)
+            shutdown(c->fd, SHUT_RDWR);
+        if (c->connect_armed) {
+            struct io_uring_sqe *sqe = engine_sqe(w);
+            io_uring_prep_cancel64(sqe, engine_ud(OP_OUT_CONNECT, c->slot, c->gen), 0);
+            io_uring_sqe_set_data64(sqe, engine_ud(OP_NONE, 0, 0));
+        }
+        engine_timer_set(w, &c->timer, 0);
+        return;
+    }
+    c->restart = false;
+    if (c->fd >= 0) {
+        struct io_uring_sqe *sqe = engine_sqe(w);
+        io_uring_prep_close(sqe, c->fd);
+        io_uring_sqe_set_data64(sqe, engine_ud(OP_NONE, 0, 0));
+        c->fd = -1;
+    }
+    c->out_len = c->out_off = c->later_len = 0;
+    c->body_waits = false;
+    try_connect(w, c);
+}
+
+/* conn_fail - the connection ends early. Before the greeting and EHLO were done, the next
+ * address is tried, and when none is left the destination as a whole failed. After that, a
+ * job in progress is deferred; on a connection that already delivered, the failure is the
+ * connection's (servers limit messages per connection), so the job goes back to the front of
+ * the destination's queue for a fresh connection and the destination is not backed off. */
 static void conn_fail(struct worker *w, struct oconn *c, const char *why)
 {
     struct qdest *d = c->d;
-    bool early = !c->greeted;
 
-    if (c->closing)
+    if (c->closing || c->restart)
         return;
     snprintf(c->why, sizeof(c->why), "%s", why);
     log_event(LOG_INFO, "event=relay_connection_failed relay=%s state=%s reason=%s",
               log_q(c->remote), state_name[c->st], log_q(why));
-    if (c->job) {
-        job_abort(w, c, why);
-        if (c->st != CS_QUIT)
-            queue_dest_failed(w, d, why, false);
-    }
-    if (early && c->st != CS_QUIT) {
-        /* Close this socket, then try the next address on a fresh one. */
-        if (c->fd >= 0) {
-            struct io_uring_sqe *sqe;
-            if (c->recv_armed || c->send_armed || c->connect_armed) {
-                /* operations still reference this fd: finish them first */
-                conn_close(w, c);
-                queue_dest_failed(w, d, why, false);
-                return;
-            }
-            sqe = engine_sqe(w);
-            io_uring_prep_close(sqe, c->fd);
-            io_uring_sqe_set_data64(sqe, engine_ud(OP_NONE, 0, 0));
-            c->fd = -1;
-        }
+    if (!c->greeted && c->st != CS_QUIT) {
         if (++c->tries < CLIENT_TARGET_TRIES && c->tries < d->target_count && !cl->stopping) {
             c->target = (c->target + 1) % d->target_count;
-            try_connect(w, c);
+            next_target(w, c);
             return;
         }
         conn_close(w, c);
         queue_dest_failed(w, d, why, false);
         return;
     }
+    if (c->job) {
+        if (c->msgs > 0 && c->st != CS_DOT && c->st != CS_BODY) {
+            struct qjob *j = c->job;
+            c->job = NULL;
+            for (uint16_t k = 0; k < j->count; k++)
+                free(c->rtext[k]);
+            free(c->rtext);
+            free(c->res);
+            c->rtext = NULL;
+            c->res = NULL;
+            queue_job_requeue(w, j);
+        } else {
+            job_abort(w, c, why);
+            if (c->st != CS_QUIT)
+                queue_dest_failed(w, d, why, false);
+        }
+    }
     conn_close(w, c);
 }
 
 /* ---- states ---- */
 
-/* start_body - 354: send the content. */
+/* start_body - 354: send the content (once our commands are all out: a server that answers
+ * DATA before it has read the batch must not get content interleaved with commands). */
 static void start_body(struct worker *w, struct oconn *c)
 {
+    if (c->send_armed || c->out_off < c->out_len) {
+        c->body_waits = true;
+        c->st = CS_BODY;
+        return;
+    }
     c->st = CS_BODY;
     smtp_stuff_init(&c->stuff);
     c->chunk = 0;
@@ -478,8 +538,9 @@ static void body_next(struct worker *w, struct oconn *c)
     }
 }
 
-/* txn_start - MAIL, RCPT..., DATA for c->job (all at once with PIPELINING). */
-static void txn_start(struct worker *w, struct oconn *c)
+/* txn_start - MAIL, RCPT..., DATA for c->job (all at once with PIPELINING). false when the
+ * job was settled without a transaction (the caller takes the next). */
+static bool txn_start(struct worker *w, struct oconn *c)
 {
     struct qjob *j = c->job;
     struct qmsg *m = j->m;
@@ -504,8 +565,7 @@ static void txn_start(struct worker *w, struct oconn *c)
     }
     if (c->res[0] == JR_PERM) {
         job_finish(w, c, "");
-        next_job(w, c);
-        return;
+        return false;
     }
     if (c->ext & SMTP_EXT_SIZE)
         snprintf(size, sizeof(size), " SIZE=%" PRIu64, m->size);
@@ -523,6 +583,7 @@ static void txn_start(struct worker *w, struct oconn *c)
     flush_out(w, c);
     arm_recv(w, c);
     set_deadline(w, c, w->cfg->command_timeout_ms);
+    return true;
 }
 
 /* txn_reply - one reply in the transaction: index 0 MAIL, 1..n RCPT, n+1 DATA. */
@@ -531,6 +592,11 @@ static void txn_reply(struct worker *w, struct oconn *c)
     struct qjob *j = c->job;
     uint16_t i = c->replied++;
     uint16_t code = c->reply.code;
+
+    if (i >= c->sent) {
+        conn_fail(w, c, "more replies than commands (improper pipelining by the server)");
+        return;
+    }
     char text[CLIENT_REPLY_BYTES];
     bool pipelined = c->ext & SMTP_EXT_PIPELINING;
 
@@ -615,12 +681,9 @@ static void ready(struct worker *w, struct oconn *c)
     c->st = CS_READY;
     c->msgs = 0;
     c->job = queue_job_take(w, c->d);
-    if (!c->job) {
-        c->msgs = UINT32_MAX - 1;
-        next_job(w, c);  /* QUIT */
+    if (c->job && txn_start(w, c))
         return;
-    }
-    txn_start(w, c);
+    next_job(w, c);  /* the next job, or QUIT */
 }
 
 /* on_reply - a complete reply in state c->st. */
@@ -707,9 +770,10 @@ static void on_reply(struct worker *w, struct oconn *c)
 static void recv_done(struct worker *w, struct oconn *c, int res)
 {
     size_t off = 0;
+    enum cstate before;
 
     c->recv_armed = false;
-    if (c->closing)
+    if (c->closing || c->restart)
         return;
     if (res <= 0) {
         char why[CLIENT_REPLY_BYTES];
@@ -739,13 +803,14 @@ static void recv_done(struct worker *w, struct oconn *c, int res)
             conn_fail(w, c, why);
             return;
         }
-        if (off < (size_t)res && c->st != CS_TXN && c->st != CS_RSET) {
+        before = c->st;
+        on_reply(w, c);  /* first: a 250 to the final dot counts even if junk follows */
+        if (off < (size_t)res && before != CS_TXN && before != CS_RSET && !c->closing) {
             /* Replies we did not ask for: a peer talking out of turn is not trusted. */
             c->parsing = false;
             conn_fail(w, c, "unexpected reply bytes (improper pipelining by the server)");
             return;
         }
-        on_reply(w, c);
     }
     c->parsing = false;
     if (c->want_recv && !c->closing)
@@ -756,7 +821,7 @@ static void recv_done(struct worker *w, struct oconn *c, int res)
 static void send_done(struct worker *w, struct oconn *c, int res)
 {
     c->send_armed = false;
-    if (c->closing)
+    if (c->closing || c->restart)
         return;
     if (res < 0) {
         char why[CLIENT_REPLY_BYTES];
@@ -780,7 +845,16 @@ static void send_done(struct worker *w, struct oconn *c, int res)
         return;
     }
     c->out_off += (size_t)res;
-    flush_out(w, c);
+    if (c->out_off == c->out_len && c->later_len)
+        out_take_later(c);
+    if (c->out_off < c->out_len) {
+        flush_out(w, c);
+        return;
+    }
+    if (c->body_waits) {
+        c->body_waits = false;
+        start_body(w, c);
+    }
 }
 
 /* read_done - content from the spool. */
@@ -811,7 +885,7 @@ static void read_done(struct worker *w, struct oconn *c, int res)
 static void connect_done(struct worker *w, struct oconn *c, int res)
 {
     c->connect_armed = false;
-    if (c->closing)
+    if (c->closing || c->restart)
         return;
     if (res < 0) {
         char why[CLIENT_REPLY_BYTES];
@@ -834,6 +908,11 @@ static void timer_fired(struct worker *w, struct engine_timer *t)
     snprintf(why, sizeof(why), "timeout with %s in %s", c->remote, state_name[c->st]);
     if (c->st == CS_QUIT) {
         conn_close(w, c);
+        conn_reap(w, c);
+        return;
+    }
+    if (!c->greeted) {
+        conn_fail(w, c, why);  /* the next address, or the destination failed */
         conn_reap(w, c);
         return;
     }
@@ -879,6 +958,9 @@ void smtp_client_complete(struct worker *w, enum engine_op op, uint32_t slot, ui
     default:
         break;
     }
+    if (c->restart && !c->closing && !c->recv_armed && !c->send_armed && !c->connect_armed &&
+        !c->read_armed)
+        next_target(w, c);
     conn_reap(w, c);
 }
 
@@ -932,6 +1014,7 @@ static void try_connect(struct worker *w, struct oconn *c)
 
     format_remote(c->d, c->target, c->remote, sizeof(c->remote));
     c->st = CS_CONNECT;
+    smtp_reply_init(&c->rp);
     c->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
         char why[CLIENT_REPLY_BYTES];
