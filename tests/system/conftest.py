@@ -531,6 +531,9 @@ def default_sections(workdir):
         },
         "listener.main": {},
         "limits": {"idle_timeout": "60s"},
+        # Outbound mail goes nowhere unless a test says where: a loopback port nobody
+        # listens on (deliveries are deferred), never a real resolver or the Internet.
+        "relay": {"smarthost": "[127.0.0.1]:9"},
     }
 
 
@@ -602,3 +605,19 @@ def daemons(request, tmp_path_factory):
 @pytest.fixture
 def daemon(daemons):
     return daemons()
+
+
+@pytest.fixture
+def peers(tmp_path_factory):
+    """Outbound-delivery peers (tests/system/peers.py): peers.sink(*flags, host=, port=) an
+    smtp-sink, peers.raw_sink() a byte-recording SMTP server, peers.dns(mx=, hosts=, null_mx=)
+    a dnsmasq. Every one is stopped at teardown."""
+    from peers import Peers
+    p = Peers(str(tmp_path_factory.mktemp("peers")))
+    yield p
+    p.stop_all()
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "relay: outbound delivery (queue manager, SMTP client, "
+                            "retries, bounces, MX lookup); needs smtp-sink and dnsmasq")
