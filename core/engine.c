@@ -297,6 +297,7 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe, uint64_t *last_
     case OP_QUEUE_READ:
     case OP_QUEUE_UNLINK:
     case OP_QUEUE_DIRSYNC:
+    case OP_QUEUE_APPEND:
         queue_complete(w, op, slot, ud_gen(ud), cqe->res);
         break;
     default:

@@ -59,6 +59,7 @@ enum engine_op {
     OP_QUEUE_READ,    /* slot = bounce being built: original headers from the spool */
     OP_QUEUE_UNLINK,  /* slot = queue segment: its file is removed */
     OP_QUEUE_DIRSYNC, /* the spool directory is synced after removals */
+    OP_QUEUE_APPEND,  /* slot = appending segment: outcome records written and synced */
     OP_COUNT
 };
 

@@ -18,12 +18,16 @@
  * again only after its own backoff, however many messages wait for it.
  *
  * Outcomes are STATUS records in the spool (spool.h). A recipient counts as done only once
- * its record is durable; a message is finished when all its recipients are. Segment removal
- * follows two rules: a segment goes when it takes no more records, none of its messages is
- * open, and every segment it holds outcomes for is gone (otherwise a restart would find the
- * message without its outcomes and deliver it again). Removals are collected during a loop
- * pass, unlinked together and made durable by one directory fsync, after which the segments
- * that waited for them may go in turn.
+ * its record is durable; a message is finished when all its recipients are. A record goes to
+ * the message's own segment: through the writer while the writer has that segment open, else
+ * appended by the queue (append_kick: the records waiting for a segment go out as one write
+ * and one fdatasync). A segment then holds all there is to know about its messages and is
+ * removed as soon as none of them is open, whatever came after it; one long-deferred message
+ * keeps only its own segment. Only when a segment cannot take appends (a write to it failed)
+ * does an outcome go to the current segment, which must then outlive the message's segment
+ * (seg_depend: otherwise a restart would find the message without its outcome and deliver it
+ * again). Removals are collected during a loop pass, unlinked together and made durable by one
+ * directory fsync, after which the segments that waited for them may go in turn.
  *
  * Recovery (queue_recover) reads every segment once at start-up, joins messages and outcome
  * records, and gives each worker a set of segments closed under "holds outcomes for", so
@@ -68,6 +72,13 @@ struct qseg {
     struct qseg **dependents;     /* segments holding outcomes for messages here */
     uint32_t dep_count, dep_cap;
     bool writing;                 /* the spool writer may still append to it */
+    bool appendable;              /* closed by the writer: the queue appends outcomes here */
+    uint64_t append_off;          /* where the next appended record goes */
+    uint32_t key;                 /* record CRC seed of the segment */
+    struct qwrite *app_pend;      /* outcomes waiting for the next append */
+    struct qwrite *app_flight;    /* outcomes in the append being written and synced */
+    char *app_buf;                /* the bytes of that append */
+    int app_slot;                 /* index in queue.appenders while an append runs, else -1 */
     enum qseg_state st;
     char name[32];                /* file name, for the unlink */
     struct qseg *hnext;           /* hash chain */
@@ -103,6 +114,7 @@ struct qbounce {
 };
 
 #define QUEUE_BOUNCES_MAX 256     /* bounces being built at once per worker */
+#define QUEUE_APPENDERS_MAX 64    /* closed segments being appended to at once per worker */
 
 struct queue {
     struct qmsg **mtab;           /* messages by qid, chained */
@@ -122,6 +134,8 @@ struct queue {
     struct qseg *gc_retry;        /* removals that failed, tried again from the tick */
     bool gc_syncing;              /* the directory fsync of the batch is in flight */
     struct qbounce *bounces[QUEUE_BOUNCES_MAX]; /* by slot */
+    struct qseg *appenders[QUEUE_APPENDERS_MAX]; /* segments with an append in flight */
+    uint32_t append_gen[QUEUE_APPENDERS_MAX];
     uint32_t bounce_gen;
     uint32_t ops;                 /* ring operations in flight */
     uint32_t writes;              /* outcome writes in flight */
@@ -133,6 +147,7 @@ struct queue {
 static void msg_round_end(struct worker *w, struct qmsg *m);
 static void dest_kick(struct worker *w, struct qdest *d);
 static void status_submit(struct worker *w, struct qwrite *qw);
+static void append_kick(struct worker *w, struct qseg *g);
 static void seg_maybe_gc(struct worker *w, struct qseg *g);
 
 /* ---- small helpers ---- */
@@ -239,6 +254,7 @@ static struct qseg *seg_new(struct queue *q, uint64_t id, int fd, bool writing)
     g->id = id;
     g->fd = fd;
     g->writing = writing;
+    g->app_slot = -1;
     spool_seg_name(id, g->name, sizeof(g->name));
     g->hnext = q->stab[h];
     q->stab[h] = g;
@@ -266,7 +282,8 @@ static void seg_maybe_gc(struct worker *w, struct qseg *g)
 {
     struct queue *q = w->queue;
 
-    if (g->st != QS_PRESENT || g->writing || g->live || g->blockers)
+    if (g->st != QS_PRESENT || g->writing || g->live || g->blockers || g->app_slot >= 0 ||
+        g->app_pend)
         return;
     g->st = QS_DOOMED;
     g->gc_next = q->gc_wait;
@@ -388,14 +405,18 @@ void queue_segment_ready(struct worker *w, uint64_t seg_id, int fd)
         close(rfd);
 }
 
-/* queue_segment_retired - the writer closed seg_id: it may go once its messages are done. */
-void queue_segment_retired(struct worker *w, uint64_t seg_id)
+/* queue_segment_retired - the writer closed seg_id: outcomes are appended by the queue from
+ * now on; the segment may go once its messages are done. */
+void queue_segment_retired(struct worker *w, uint64_t seg_id, uint64_t end_off, uint32_t key)
 {
     struct qseg *g = seg_find(w->queue, seg_id);
 
     if (!g)
         return;
     g->writing = false;
+    g->appendable = end_off != 0 && g->fd >= 0;
+    g->append_off = end_off;
+    g->key = key;
     seg_maybe_gc(w, g);
 }
 
@@ -646,12 +667,122 @@ static void status_done(struct worker *w, struct spool_msg_w *mw, int err)
     msg_maybe_finish(w, m);
 }
 
+/* append_kick - write the outcomes waiting for closed segment g, as one append followed by
+ * one fdatasync, unless one is running (group commit, as the writer does). */
+static void append_kick(struct worker *w, struct qseg *g)
+{
+    struct queue *q = w->queue;
+    struct io_uring_sqe *sqe;
+    size_t len = 0, off = 0;
+    int slot;
+
+    if (g->app_slot >= 0 || !g->app_pend)
+        return;
+    for (slot = 0; slot < QUEUE_APPENDERS_MAX && q->appenders[slot]; slot++)
+        ;
+    if (slot == QUEUE_APPENDERS_MAX)
+        return;  /* retried when an append ends */
+    g->app_flight = g->app_pend;
+    g->app_pend = NULL;
+    for (struct qwrite *qw = g->app_flight; qw; qw = qw->next)
+        len += spool_rec_span(qw->len);
+    g->app_buf = rr_calloc(1, len);
+    for (struct qwrite *qw = g->app_flight; qw; qw = qw->next) {
+        struct spool_rec rec = { .type = SPOOL_REC_STATUS, .len = qw->len, .qid = qw->m->qid,
+                                 .seq = (uint32_t)qw->outcome };
+        struct iovec iov = { qw->payload, qw->len };
+        spool_rec_seal(&rec, g->key, &iov, 1);
+        memcpy(g->app_buf + off, &rec, sizeof(rec));
+        memcpy(g->app_buf + off + sizeof(rec), qw->payload, qw->len);
+        off += spool_rec_span(qw->len);
+    }
+    g->app_slot = slot;
+    q->appenders[slot] = g;
+    q->append_gen[slot]++;
+    if (io_uring_sq_space_left(&w->ring) < 2)
+        io_uring_submit(&w->ring);
+    sqe = engine_sqe(w);
+    io_uring_prep_write(sqe, g->fd, g->app_buf, (unsigned)len, g->append_off);
+    sqe->flags |= IOSQE_IO_LINK;  /* a failed or short write cancels the sync */
+    io_uring_sqe_set_data64(sqe, engine_ud(OP_NONE, 0, 0));
+    sqe = engine_sqe(w);
+    io_uring_prep_fsync(sqe, g->fd, IORING_FSYNC_DATASYNC);
+    io_uring_sqe_set_data64(sqe, engine_ud(OP_QUEUE_APPEND, (uint32_t)slot, q->append_gen[slot]));
+    g->append_off += len;
+    q->ops++;
+    metrics_add(&w->m->spool_fsyncs, 1);
+}
+
+/* append_done - an append and its sync finished: its outcomes are durable, or they are tried
+ * again (through the current segment: after a failure this one takes no more appends). */
+static void append_done(struct worker *w, uint32_t slot, uint32_t gen, int res)
+{
+    struct queue *q = w->queue;
+    struct qseg *g = slot < QUEUE_APPENDERS_MAX ? q->appenders[slot] : NULL;
+    struct qwrite *qw, *next;
+
+    if (!g || q->append_gen[slot] != gen)
+        return;
+    q->appenders[slot] = NULL;
+    g->app_slot = -1;
+    free(g->app_buf);
+    g->app_buf = NULL;
+    if (res < 0) {
+        char id[17];
+        spool_qid_format(g->id, id);
+        log_event(LOG_ERROR, "event=spool_error segment=%s op=append error=%s", id,
+                  log_q(strerror(-res)));
+        g->appendable = false;
+    }
+    for (qw = g->app_flight, g->app_flight = NULL; qw; qw = next) {
+        next = qw->next;
+        status_done(w, &qw->mw, res < 0 ? res : 0);
+    }
+    if (!g->appendable) {  /* what waited goes the other way */
+        for (qw = g->app_pend, g->app_pend = NULL; qw; qw = next) {
+            next = qw->next;
+            q->writes--;
+            status_submit(w, qw);
+        }
+    }
+    append_kick(w, g);
+    seg_maybe_gc(w, g);
+}
+
+/* appender_free - whether another segment can start an append now. */
+static bool appender_free(const struct queue *q)
+{
+    for (unsigned i = 0; i < QUEUE_APPENDERS_MAX; i++)
+        if (!q->appenders[i])
+            return true;
+    return false;
+}
+
 /* status_submit - put the record in the current segment, or wait for room. */
 static void status_submit(struct worker *w, struct qwrite *qw)
 {
     struct queue *q = w->queue;
-    struct qseg *where;
+    struct qseg *where, *own = qw->m->seg;
 
+    /* Best: in the message's own segment, through the writer while it has the segment open,
+     * else appended by the queue; the segment then holds all there is to know about its
+     * messages and goes with them. */
+    if (!own->appendable && spool_writes_available(w, 1) &&
+        spool_msg_begin_in(w, &qw->mw, own->id) == 0) {
+        qw->mw.done = status_done;
+        q->writes++;
+        spool_msg_status(w, &qw->mw, qw->m->qid, qw->outcome, qw->payload, qw->len);
+        return;
+    }
+    if (own->appendable && own->fd >= 0 && (own->app_slot >= 0 || appender_free(q))) {
+        qw->next = own->app_pend;
+        own->app_pend = qw;
+        q->writes++;
+        append_kick(w, own);
+        return;
+    }
+    /* The own segment takes no appends (its writes failed): the current one, which then
+     * stays until the message's segment is gone. */
     if (!spool_writes_available(w, 1) || spool_msg_begin(w, &qw->mw) < 0) {
         qw->next = q->pending;
         q->pending = qw;
@@ -1495,6 +1626,10 @@ void queue_complete(struct worker *w, enum engine_op op, uint32_t slot, uint32_t
         q->ops--;
         gc_synced(w, res);
         break;
+    case OP_QUEUE_APPEND:
+        q->ops--;
+        append_done(w, slot, gen, res);
+        break;
     default:
         smtp_client_complete(w, op, slot, gen, res);
         break;
@@ -1625,6 +1760,7 @@ void queue_ctl(struct worker *w, struct ctl_job *j)
 struct rec_seg {
     uint64_t id;
     char name[32];
+    struct spool_seg_info info;   /* key and end of valid records, for appends */
     uint32_t parent;              /* union-find over "holds outcomes for" */
     uint32_t live;                /* open messages with content here */
     unsigned worker;              /* who takes it */
@@ -1789,7 +1925,7 @@ struct queue_recovered *queue_recover(int spool_dir_fd, unsigned count, uint64_t
     }
     closedir(d);
     for (size_t i = 0; i < n; i++) {
-        uint64_t id = 0;
+        struct spool_seg_info info;
         int e;
         if (r->seg_count == r->seg_cap) {
             r->seg_cap = r->seg_cap ? r->seg_cap * 2 : 64;
@@ -1797,14 +1933,14 @@ struct queue_recovered *queue_recover(int spool_dir_fd, unsigned count, uint64_t
         }
         r->cur_seg = r->seg_count;
         e = spool_scan_segment_status(spool_dir_fd, names[i], rec_msg_cb, rec_status_cb, r, &st,
-                                      &id);
+                                      &info);
         if (e < 0) {
             log_event(LOG_ERROR, "event=spool_error segment=%s error=%s", log_q(names[i]),
                       log_q(strerror(-e)));
             *err = e;
         }
         r->segs[r->seg_count] = (struct rec_seg){ .id = strtoull(names[i], NULL, 16),
-                                                  .parent = r->seg_count };
+                                                  .parent = r->seg_count, .info = info };
         snprintf(r->segs[r->seg_count].name, sizeof(r->segs[0].name), "%s", names[i]);
         r->seg_count++;
         free(names[i]);
@@ -1909,8 +2045,12 @@ static void take_share(struct worker *w, struct queue_recovered *r)
         int fd;
         if (r->segs[i].worker != w->id)
             continue;
-        fd = openat(engine.spool_dir_fd, r->segs[i].name, O_RDONLY | O_CLOEXEC);
+        fd = openat(engine.spool_dir_fd, r->segs[i].name, O_RDWR | O_CLOEXEC);
         map[i] = seg_new(q, r->segs[i].id, fd, false);
+        /* Outcomes are appended after its last valid record (a torn tail is overwritten). */
+        map[i]->appendable = fd >= 0 && r->segs[i].info.seg_id == r->segs[i].id;
+        map[i]->append_off = r->segs[i].info.end_off;
+        map[i]->key = r->segs[i].info.key;
     }
     for (size_t e = 0; e + 1 < r->edge_count; e += 2) {
         struct qseg *rec = map[r->edges[e]], *msg = map[r->edges[e + 1]];
@@ -1997,6 +2137,18 @@ void queue_worker_fini(struct worker *w)
             q->stab[i] = g->hnext;
             if (g->fd >= 0)
                 close(g->fd);
+            for (int k = 0; k < 2; k++)
+                while (k ? g->app_flight : g->app_pend) {
+                    struct qwrite *qw = k ? g->app_flight : g->app_pend;
+                    if (k)
+                        g->app_flight = qw->next;
+                    else
+                        g->app_pend = qw->next;
+                    if (qw->job)
+                        ctl_job_answer(qw->job, w, -ECANCELED, NULL, 0);
+                    free(qw);
+                }
+            free(g->app_buf);
             free(g->dependents);
             free(g);
         }

@@ -5,10 +5,10 @@
  * start-up) on its own ring: a message is split by next hop into jobs, jobs wait in their
  * destination's queue, and outbound SMTP connections (net/smtp_client.c) take them in turn,
  * several per connection. Per recipient the outcome is written to the spool as a STATUS
- * record (spool.h) before the message counts as finished, so a restart redelivers exactly the
- * recipients that have no durable outcome. A segment file is removed once every message whose
- * content it holds is finished and every segment whose messages it holds outcomes for is
- * gone; removals are batched and followed by one directory sync.
+ * record (spool.h), in the message's own segment, before the message counts as finished, so a
+ * restart redelivers exactly the recipients that have no durable outcome. A segment file is
+ * removed once every message whose content it holds is finished; removals are batched and
+ * followed by one directory sync.
  *
  * Delivery is at least once. The window for a duplicate: the next hop's 250 to the final dot
  * arrived, and the daemon died before the STATUS record that says so was synced (the next
@@ -58,8 +58,10 @@ void queue_worker_stop_now(struct worker *w);
  * writing); the queue keeps its own descriptor for reading messages back. */
 void queue_segment_ready(struct worker *w, uint64_t seg_id, int fd);
 
-/* queue_segment_retired - the writer put no more messages in seg_id. */
-void queue_segment_retired(struct worker *w, uint64_t seg_id);
+/* queue_segment_retired - the writer closed seg_id: no more messages go there. Outcome
+ * records for its messages are appended by the queue from end_off on (records sealed with
+ * key); end_off 0: the segment takes no appends. */
+void queue_segment_retired(struct worker *w, uint64_t seg_id, uint64_t end_off, uint32_t key);
 
 /* queue_add - a message just became durable in segment seg_id: schedule it. env is its
  * envelope (copied), chunks its content (copied). */

@@ -173,7 +173,7 @@ int spool_scan_segment(int dir_fd, const char *name, spool_msg_cb cb, void *arg,
 /* spool_scan_segment_status - the segment's outcome records, then its complete messages. */
 int spool_scan_segment_status(int dir_fd, const char *name, spool_msg_cb cb,
                               spool_status_cb scb, void *arg, struct spool_scan_stats *st,
-                              uint64_t *seg_id_out)
+                              struct spool_seg_info *info)
 {
     struct scan_table t = { rr_calloc(64, sizeof(struct scan_msg)), 64, 0 };
     struct spool_seg_header h;
@@ -183,8 +183,8 @@ int spool_scan_segment_status(int dir_fd, const char *name, spool_msg_cb cb,
     uint32_t crc;
     int fd, err = 0;
 
-    if (seg_id_out)
-        *seg_id_out = 0;
+    if (info)
+        *info = (struct spool_seg_info){ 0 };
     fd = openat(dir_fd, name, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         err = -errno;
@@ -212,8 +212,11 @@ int spool_scan_segment_status(int dir_fd, const char *name, spool_msg_cb cb,
         st->bad_bytes += size;
         goto out;
     }
-    if (seg_id_out)
-        *seg_id_out = h.seg_id;
+    if (info) {
+        info->seg_id = h.seg_id;
+        info->key = h.key;
+        info->end_off = SPOOL_SEG_HEADER_BYTES;
+    }
 
     for (off = SPOOL_SEG_HEADER_BYTES; off + SPOOL_REC_BYTES <= size;) {
         struct spool_rec r;
@@ -232,6 +235,8 @@ int spool_scan_segment_status(int dir_fd, const char *name, spool_msg_cb cb,
             continue;
         }
         memcpy(&r, map + off, sizeof(r));
+        if (info)
+            info->end_off = off + spool_rec_span(r.len);
         if (r.type == SPOOL_REC_STATUS) {
             if (scb && !err && report_status(&r, map + off + SPOOL_REC_BYTES, h.seg_id, scb, arg))
                 err = 1;

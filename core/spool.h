@@ -22,10 +22,12 @@
  *
  * Delivery outcomes are records too: a STATUS record names a message (qid) and says what
  * became of some of its recipients (delivered, failed for good) or of the whole message
- * (deleted, held, released). It goes to the segment being written when the outcome is known,
- * usually another one than the message's own; the queue manager (core/queue.c) keeps a segment
- * until the messages its STATUS records are about are gone. Payload: struct spool_status_hdr,
- * then the recipients' indexes (uint16_t each, in envelope order from 0).
+ * (deleted, held, released). It is appended to the message's own segment (even one no longer
+ * taking messages), so that a segment's file holds everything about its messages and can go
+ * with them. Only when that segment cannot take appends (its writes failed) does the record go
+ * to the segment being written; the queue manager (core/queue.c) then keeps that segment until
+ * the message's is gone. Payload: struct spool_status_hdr, then the recipients' indexes
+ * (uint16_t each, in envelope order from 0).
  *
  * SECURITY: segment files are ours, but their content includes peer bytes; the reader
  * bounds every length by the file size and never trusts a count it has not checked.
@@ -153,11 +155,18 @@ int spool_scan_segment(int dir_fd, const char *name, spool_msg_cb cb, void *arg,
 /* spool_scan_dir - spool_scan_segment for every segment in dir, in name order. 0 or -errno. */
 int spool_scan_dir(const char *dir, spool_msg_cb cb, void *arg, struct spool_scan_stats *st);
 
+/* What a scan learnt about the segment itself. */
+struct spool_seg_info {
+    uint64_t seg_id;              /* from its header; 0 when the header is unreadable */
+    uint32_t key;                 /* record CRC seed */
+    uint64_t end_off;             /* just past its last valid record: where appends may go */
+};
+
 /* spool_scan_segment_status - spool_scan_segment that also reports STATUS records (before
- * the segment's messages); seg_id_out receives the segment's id (0 if unreadable). */
+ * the segment's messages) and fills *info (may be NULL). */
 int spool_scan_segment_status(int dir_fd, const char *name, spool_msg_cb cb,
                               spool_status_cb scb, void *arg, struct spool_scan_stats *st,
-                              uint64_t *seg_id_out);
+                              struct spool_seg_info *info);
 
 /* spool_is_segment_name - 16 lower-case hex digits and ".seg". */
 bool spool_is_segment_name(const char *name);

@@ -167,8 +167,8 @@ static void seg_maybe_close(struct worker *w, struct spool_seg *g)
         io_uring_sqe_set_data64(sqe, engine_ud(OP_NONE, 0, 0));
         g->fd = -1;
     }
-    if (g->announced)
-        queue_segment_retired(w, g->id);
+    if (g->announced)  /* a broken segment takes no appends: end 0 */
+        queue_segment_retired(w, g->id, g->state == SEG_BROKEN ? 0 : g->write_off, g->key);
     g->announced = false;
     g->state = SEG_FREE;
 }
@@ -313,6 +313,24 @@ int spool_msg_begin(struct worker *w, struct spool_msg_w *m)
     m->seg_id = s->cur->id;
     s->cur->msgs_active++;
     return 0;
+}
+
+/* spool_msg_begin_in - bind m to segment seg_id while this writer still has it open. */
+int spool_msg_begin_in(struct worker *w, struct spool_msg_w *m, uint64_t seg_id)
+{
+    struct spool_worker *s = w->spool;
+
+    for (unsigned i = 0; i < SPOOL_SEGS_MAX; i++) {
+        struct spool_seg *g = &s->segs[i];
+        if (g->id != seg_id || (g->state != SEG_READY && g->state != SEG_RETIRED))
+            continue;
+        memset(m, 0, offsetof(struct spool_msg_w, chunk_v));
+        m->seg = g;
+        m->seg_id = g->id;
+        g->msgs_active++;
+        return 0;
+    }
+    return -ENOENT;
 }
 
 /* finish - the message is over: tell its owner once. */

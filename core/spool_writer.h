@@ -61,6 +61,11 @@ static inline const struct spool_chunk *spool_msg_chunks(const struct spool_msg_
 /* spool_msg_release - free what m allocated (after done(), before m's memory is reused). */
 void spool_msg_release(struct spool_msg_w *m);
 
+/* spool_msg_begin_in - begin m (a STATUS record to come) in segment seg_id rather than the
+ * current one: 0, or -ENOENT when this writer no longer has it open (the queue appends to it
+ * itself then: see queue_segment_retired). */
+int spool_msg_begin_in(struct worker *w, struct spool_msg_w *m, uint64_t seg_id);
+
 /* spool_msg_status - write a STATUS record (see spool.h) about message qid instead of a
  * message: m was begun with spool_msg_begin and gets no content. payload (len bytes, owned
  * by the caller until done()) follows the record header. done() once the record is durable,

@@ -9,12 +9,13 @@
   reject.rr.test  MX 10 rejecting.rr.test  -> 127.0.0.6 (sink "reject": 550 to every RCPT)
   null.rr.test    MX 0 .                   (RFC 7505 null MX: bounce)
   nx.rr.test      NXDOMAIN                 (bounce)
+  stuck.rr.test   MX 10 dead.rr.test       -> 127.0.0.3 (nothing listens: deferred)
 """
 import time
 
 import pytest
 
-from conftest import SLACK, wait_for
+from conftest import SLACK, queued_id, wait_for
 from peers import (check_dsn, common_port, deliveries, events, lf, marker, relay_sections,
                    same_message, send_one, tagged_message, wait_delivered, wait_events,
                    wait_queue_empty)
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.relay
 SENDER = "someone@sender.rr.test"
 MX = [("mx.rr.test", "mail.rr.test", 10), ("sender.rr.test", "mail.rr.test", 10),
       ("two.rr.test", "dead.rr.test", 10), ("two.rr.test", "backup.rr.test", 20),
-      ("reject.rr.test", "rejecting.rr.test", 10)]
+      ("reject.rr.test", "rejecting.rr.test", 10), ("stuck.rr.test", "dead.rr.test", 10)]
 HOSTS = [("mail.rr.test", "127.0.0.2"), ("dead.rr.test", "127.0.0.3"),
          ("backup.rr.test", "127.0.0.4"), ("aonly.rr.test", "127.0.0.5"),
          ("rejecting.rr.test", "127.0.0.6")]
@@ -169,3 +170,47 @@ def test_dns_down_defers_then_delivers(peers, daemons):
     wait_queue_empty(w.d)
     time.sleep(0.2)
     assert not events(w.d, "bounced")
+
+
+def seg_files(d):
+    import os
+    spool = d.sections["server"]["spool_dir"]
+    return {f for f in os.listdir(spool) if f.endswith(".seg")}
+
+
+def test_deferred_message_does_not_pin_later_segments(peers, daemons):
+    """A message whose destination is down stays queued while much more mail is delivered:
+    its outcomes live in its own segment, so only that segment (and the one being written)
+    stays on disk, not every segment written after it."""
+    port = common_port(["127.0.0.2", "127.0.0.3"])
+    good = peers.sink(host="127.0.0.2", port=port, name="good")
+    dns = peers.dns(mx=MX, hosts=HOSTS, null_mx=NULL_MX)
+    d = daemons(relay=relay_sections(port=port, dns_servers="127.0.0.1:%d" % dns.port,
+                                     retry_min="1h", retry_max="1h"),
+                server={"segment_size": "64K", "workers": 1})
+    stuck = send_one(d, tagged_message("stuck"), rcpts=("u@stuck.rr.test",))
+    wait_events(d, "deferred", id=stuck, timeout=20 * SLACK)
+    body = ["line %03d %s" % (i, "p" * 60) for i in range(80)]  # ~6 KB each
+    want, seen = {}, set()
+    with d.client() as c:
+        c.ehlo()
+        for i in range(60):
+            r = c.send_message(tagged_message("pin-%d" % i, body), rcpts=["p%d@mx.rr.test" % i])
+            assert r.code == 250, r
+            want[queued_id(r)] = ["p%d@mx.rr.test" % i]
+            seen |= seg_files(d)
+    assert len(seen) >= 4, "segments did not rotate: %s" % sorted(seen)
+    wait_delivered(d, want, timeout=60 * SLACK)
+
+    def few():
+        return len(seg_files(d)) <= 3  # the stuck message's, the current, one prepared
+    assert wait_for(few, 30 * SLACK, interval=0.2), \
+        "segments pinned by one deferred message: %s" % sorted(seg_files(d))
+    # the deferred message is still there, with its recipient open
+    out = d.ringctl("queue").stdout.decode()
+    assert stuck in out and "u@stuck.rr.test" in out, out
+    # and survives a restart with its segment
+    d.stop()
+    d.start()
+    out = d.ringctl("queue").stdout.decode()
+    assert stuck in out, out
