@@ -61,6 +61,9 @@
 #define QUEUE_CTL_LINES_MAX   10000  /* messages one worker lists for ringctl queue */
 #define QUEUE_DEST_TTL_MS     5000   /* a destination asks the resolver's cache again after */
 #define QUEUE_WRITE_RETRY_MS  1000   /* a failed outcome write is tried again after */
+#define QUEUE_JOB_RCPTS_MAX   50     /* recipients in one transaction (Postfix's default
+                                        smtp_destination_recipient_limit) */
+#define QUEUE_DEST_SWEEP_MS   60000  /* idle destinations are forgotten this often */
 
 enum qseg_state { QS_PRESENT, QS_DOOMED, QS_UNLINKING, QS_SYNCING };
 
@@ -142,6 +145,7 @@ struct queue {
     bool stopping;
     uint64_t rng;                 /* xorshift state for jitter */
     struct engine_timer tick;     /* pending writes and bounces retried from here */
+    struct engine_timer sweep;    /* idle destinations forgotten from here */
 };
 
 static void msg_round_end(struct worker *w, struct qmsg *m);
@@ -899,6 +903,15 @@ static void bounce_spooled(struct worker *w, struct spool_msg_w *mw, int err)
     bounce_free(w, b);
 }
 
+/* eight_bit - whether any byte of p is not 7-bit (the bounce's BODY= follows its bytes). */
+static bool eight_bit(const char *p, size_t len)
+{
+    for (size_t i = 0; i < len; i++)
+        if ((unsigned char)p[i] & 0x80)
+            return true;
+    return false;
+}
+
 /* bounce_write - build the DSN from the headers read and spool it. */
 static void bounce_write(struct worker *w, struct qbounce *b)
 {
@@ -949,7 +962,7 @@ static void bounce_write(struct worker *w, struct qbounce *b)
                                     "login \nlistener bounce\nproto local\nbody %s\n"
                                     "smtputf8 %d\nfrom \nrcpt %s\n",
                                     qid, (long long)wall_ms(), b->text_len, w->cfg->hostname,
-                                    m->body8 || m->smtputf8 ? "8BITMIME" : "7BIT",
+                                    eight_bit(b->text, b->text_len) ? "8BITMIME" : "7BIT",
                                     m->smtputf8, m->from);
     iov = (struct iovec){ b->text, b->text_len };
     b->mw.done = bounce_spooled;
@@ -1180,7 +1193,7 @@ static void msg_round(struct worker *w, struct qmsg *m)
         j->m = m;
         j->d = d;
         j->idx = rr_malloc((size_t)(m->rcpt_count - k) * sizeof(*j->idx));
-        for (uint16_t i = k; i < m->rcpt_count; i++) {
+        for (uint16_t i = k; i < m->rcpt_count && n < QUEUE_JOB_RCPTS_MAX; i++) {
             if (dests[i] != d)
                 continue;
             dests[i] = NULL;
@@ -1516,6 +1529,30 @@ void queue_add(struct worker *w, uint64_t qid, uint64_t seg_id, const char *env,
         return;
     }
     msg_due(w, m);
+}
+
+/* sweep_fired - forget destinations nobody uses (their state is only a cache and a backoff
+ * that has run out), so that the table does not grow with every domain ever seen. */
+static void sweep_fired(struct worker *w, struct engine_timer *t)
+{
+    struct queue *q = w->queue;
+
+    for (size_t i = 0; i < q->dcap; i++) {
+        struct qdest **pp = &q->dtab[i];
+        while (*pp) {
+            struct qdest *d = *pp;
+            if (!d->ready_count && !d->conns && d->state != DS_RESOLVING &&
+                d->retry_ms <= w->now_ms) {
+                *pp = d->hnext;
+                q->dcount--;
+                free(d);
+            } else {
+                pp = &d->hnext;
+            }
+        }
+    }
+    if (!q->stopping)
+        engine_timer_set(w, t, w->now_ms + QUEUE_DEST_SWEEP_MS);
 }
 
 /* tick_fired - retry outcome writes that found no room, and keep retrying while some wait. */
@@ -2100,6 +2137,8 @@ int queue_worker_init(struct worker *w, struct queue_recovered *r)
     q->dcap = 1024;
     q->dtab = rr_calloc(q->dcap, sizeof(*q->dtab));
     q->tick.fire = tick_fired;
+    q->sweep.fire = sweep_fired;
+    engine_timer_set(w, &q->sweep, engine_now_ms() + QUEUE_DEST_SWEEP_MS);
     if (getrandom(&q->rng, sizeof(q->rng), 0) != sizeof(q->rng) || !q->rng)
         q->rng = 0x9e3779b97f4a7c15ull ^ (uint64_t)w->id;
     err = smtp_client_init(w);

@@ -513,9 +513,12 @@ static void body_next(struct worker *w, struct oconn *c)
         }
     }
     if (c->finished) {
+        /* RFC 5321 4.5.3.2.6: at least 10 minutes for the reply to the final dot, which is
+         * the one a timeout turns into a duplicate. */
         c->st = CS_DOT;
         arm_recv(w, c);
-        set_deadline(w, c, w->cfg->command_timeout_ms);
+        set_deadline(w, c, w->cfg->command_timeout_ms > 600000 ? w->cfg->command_timeout_ms
+                                                                : 600000);
         return;
     }
     if (c->chunk < m->chunk_count) {
@@ -712,6 +715,10 @@ static void on_reply(struct worker *w, struct oconn *c)
             c->ext = c->reply.ehlo.ext;
             c->size_max = c->reply.ehlo.size_max;
             ready(w, c);
+            return;
+        }
+        if (code / 100 == 4) {  /* temporary: no point in HELO */
+            conn_fail(w, c, text);
             return;
         }
         c->st = CS_HELO;
