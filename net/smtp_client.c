@@ -455,6 +455,20 @@ static void conn_fail(struct worker *w, struct oconn *c, const char *why)
     conn_close(w, c);
 }
 
+/* conn_failf - conn_fail with a formatted reason. */
+static void conn_failf(struct worker *w, struct oconn *c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void conn_failf(struct worker *w, struct oconn *c, const char *fmt, ...)
+{
+    char why[CLIENT_REPLY_BYTES];
+    va_list ap;
+
+    va_start(ap, fmt);
+    vsnprintf(why, sizeof(why), fmt, ap);
+    va_end(ap);
+    conn_fail(w, c, why);
+}
+
 /* ---- states ---- */
 
 /* start_body - 354: send the content (once our commands are all out: a server that answers
@@ -803,11 +817,9 @@ static void recv_done(struct worker *w, struct oconn *c, int res)
             break;
         }
         if (c->reply.err != SMTP_REPLY_OK) {
-            char why[CLIENT_REPLY_BYTES];
-            snprintf(why, sizeof(why), "protocol error from %s: %s", c->remote,
-                     smtp_reply_err_name((enum smtp_reply_err)c->reply.err));
             c->parsing = false;
-            conn_fail(w, c, why);
+            conn_failf(w, c, "protocol error from %s: %s", c->remote,
+                       smtp_reply_err_name((enum smtp_reply_err)c->reply.err));
             return;
         }
         before = c->st;
@@ -831,10 +843,8 @@ static void send_done(struct worker *w, struct oconn *c, int res)
     if (c->closing || c->restart)
         return;
     if (res < 0) {
-        char why[CLIENT_REPLY_BYTES];
-        snprintf(why, sizeof(why), "lost connection with %s while sending %s: %s", c->remote,
-                 state_name[c->st], strerror(-res));
-        conn_fail(w, c, why);
+        conn_failf(w, c, "lost connection with %s while sending %s: %s", c->remote,
+                   state_name[c->st], strerror(-res));
         return;
     }
     if (c->st == CS_BODY) {
@@ -895,9 +905,7 @@ static void connect_done(struct worker *w, struct oconn *c, int res)
     if (c->closing || c->restart)
         return;
     if (res < 0) {
-        char why[CLIENT_REPLY_BYTES];
-        snprintf(why, sizeof(why), "connect to %s: %s", c->remote, strerror(-res));
-        conn_fail(w, c, why);
+        conn_failf(w, c, "connect to %s: %s", c->remote, strerror(-res));
         return;
     }
     c->st = CS_GREETING;
@@ -1024,17 +1032,13 @@ static void try_connect(struct worker *w, struct oconn *c)
     smtp_reply_init(&c->rp);
     c->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
-        char why[CLIENT_REPLY_BYTES];
-        snprintf(why, sizeof(why), "socket: %s", strerror(errno));
-        conn_fail(w, c, why);
+        conn_failf(w, c, "socket: %s", strerror(errno));
         return;
     }
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
     err = bind_source(w, c->fd, ss->ss_family);
     if (err < 0) {
-        char why[CLIENT_REPLY_BYTES];
-        snprintf(why, sizeof(why), "bind to a source address: %s", strerror(-err));
-        conn_fail(w, c, why);
+        conn_failf(w, c, "bind to a source address: %s", strerror(-err));
         return;
     }
     c->connect_armed = true;
