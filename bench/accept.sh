@@ -11,6 +11,7 @@
 # message (ringrelay), and the ratios ringrelay/Postfix and ringrelay/ceiling.
 set -eu
 cd "$(dirname "$0")/.."
+. bench/lib.sh  # busy_ticks, median
 
 MSGS=20000 SESSIONS=50 SIZE=1024 REPS=3 REUSE="" WORKERS=0
 [ "$(nproc)" -le 2 ] && WORKERS=1
@@ -33,9 +34,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# busy_ticks - CPU ticks spent by the whole machine (everything but idle and iowait).
-busy_ticks() { awk '/^cpu /{print $2+$3+$4+$7+$8+$9}' /proc/stat; }
-
 # run_load PORT - one smtp-source run; prints "seconds server_cpu_seconds".
 run_load() {
     local t0 t1 b0 b1 client
@@ -47,9 +45,6 @@ run_load() {
     awk -v t0="$t0" -v t1="$t1" -v b0="$b0" -v b1="$b1" -v c="$client" -v hz="$(getconf CLK_TCK)" \
         'BEGIN { split(c, u, " "); printf "%.3f %.3f\n", t1 - t0, (b1 - b0) / hz - u[1] - u[2] }'
 }
-
-# median - the middle value of the numbers on stdin.
-median() { sort -n | awk '{v[NR] = $1} END {print v[int((NR + 1) / 2)]}'; }
 
 declare -A RATE CPU
 measure() {  # measure NAME PORT: REPS runs, medians into RATE[NAME], CPU[NAME]

@@ -1397,6 +1397,8 @@ static void dest_kick(struct worker *w, struct qdest *d)
             return;
         }
     }
+    while (d->ready_count && smtp_client_resume(w, d))
+        ;
     while (d->conns < cfg->dest_concurrency && d->conns < d->ready_count) {
         d->conns++;
         smtp_client_open(w, d);

@@ -30,6 +30,7 @@ enum rcpt_state {
 
 struct qseg;
 struct qdest;
+struct oconn;
 
 struct qrcpt {
     const char *addr;             /* inside the message's envelope copy; NUL terminated */
@@ -91,7 +92,8 @@ struct qdest {
     unsigned next_target;         /* rotates the start among equal preferences */
     struct qjob *ready_head, *ready_tail;
     uint32_t ready_count;
-    uint32_t conns;               /* connections open or opening */
+    uint32_t conns;               /* connections open or opening (idle ones included) */
+    struct oconn *idle;           /* connections waiting for a job (net/smtp_client.c) */
     uint32_t fails;               /* consecutive failures: drives its backoff */
     uint64_t retry_ms;            /* backed off until (monotonic); 0 = not */
     char last[QUEUE_REPLY_BYTES_MAX]; /* why it failed last */
@@ -118,6 +120,9 @@ void queue_dest_failed(struct worker *w, struct qdest *d, const char *why, bool 
 
 /* queue_conn_gone - a connection to d ended (after queue_job_done / queue_dest_failed). */
 void queue_conn_gone(struct worker *w, struct qdest *d);
+
+/* smtp_client_resume - give d's next job to one of its idle connections; false if none. */
+bool smtp_client_resume(struct worker *w, struct qdest *d);
 
 /* smtp_client_open - start a connection to d (its targets are resolved). */
 void smtp_client_open(struct worker *w, struct qdest *d);

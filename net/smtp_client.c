@@ -52,6 +52,8 @@
 #define CLIENT_IOV_MAX       64      /* iovecs in one body send */
 #define CLIENT_TARGET_TRIES  5       /* addresses one connection tries (Postfix: 5) */
 #define CLIENT_REPLY_BYTES   512     /* a reply kept for logs and bounces */
+#define CLIENT_IDLE_MS       2000    /* an idle connection waits this long for a job (Postfix's
+                                        smtp_connection_cache_time_limit) */
 
 enum cstate {
     CS_CONNECT, CS_GREETING, CS_EHLO, CS_HELO, CS_READY, CS_TXN, CS_BODY, CS_DOT, CS_RSET,
@@ -90,6 +92,8 @@ struct oconn {
     size_t later_len, later_cap;
     bool body_waits;              /* 354 came before our commands were all sent */
     bool restart;                 /* trying the next address once the operations drained */
+    bool idle;                    /* in its destination's idle list (d->idle) */
+    struct oconn *idle_next;
     /* the transaction */
     struct qjob *job;
     uint8_t *res;                 /* enum job_rcpt_result per recipient of the job */
@@ -127,6 +131,7 @@ static __thread struct client *cl;
 
 static void conn_fail(struct worker *w, struct oconn *c, const char *why);
 static bool txn_start(struct worker *w, struct oconn *c);
+static void idle_unlink(struct oconn *c);
 static void body_next(struct worker *w, struct oconn *c);
 static void try_connect(struct worker *w, struct oconn *c);
 
@@ -214,6 +219,7 @@ static void conn_close(struct worker *w, struct oconn *c)
 {
     if (c->closing)
         return;
+    idle_unlink(c);
     c->closing = true;
     c->st = CS_CLOSED;
     engine_timer_set(w, &c->timer, 0);
@@ -365,22 +371,78 @@ static void set_all(struct oconn *c, uint8_t r, const char *text, bool only_acce
 }
 
 /* next_job - the transaction is over: another job, or QUIT. */
-static void next_job(struct worker *w, struct oconn *c)
+/* take_and_start - the next job of the destination and its transaction; false when there is
+ * none (or the connection's message limit is reached). A job refused before it starts (SIZE,
+ * 8BITMIME, SMTPUTF8) ends at once: the next one is taken in this loop, not by recursion. */
+static bool take_and_start(struct worker *w, struct oconn *c)
 {
-    /* A job refused before it starts (SIZE, 8BITMIME, SMTPUTF8) ends at once: the next one
-     * is taken in this loop, not by recursion. */
-    while (++c->msgs < w->cfg->msgs_per_conn) {
+    while (c->msgs < w->cfg->msgs_per_conn) {
         c->job = queue_job_take(w, c->d);
         if (!c->job)
-            break;
+            return false;
         if (txn_start(w, c))
-            return;
+            return true;
+        c->msgs++;
     }
+    return false;
+}
+
+/* idle_unlink - c leaves its destination's idle list. */
+static void idle_unlink(struct oconn *c)
+{
+    struct oconn **pp = (struct oconn **)&c->d->idle;
+
+    if (!c->idle)
+        return;
+    while (*pp != c)
+        pp = &(*pp)->idle_next;
+    *pp = c->idle_next;
+    c->idle = false;
+    c->idle_next = NULL;
+}
+
+/* quit - say goodbye; the connection closes on the reply. */
+static void quit(struct worker *w, struct oconn *c)
+{
+    idle_unlink(c);
     c->st = CS_QUIT;
     out_add(c, "QUIT");
     flush_out(w, c);
     arm_recv(w, c);
     set_deadline(w, c, w->cfg->command_timeout_ms);
+}
+
+/* next_job - a transaction is over: the next job, else wait a moment for one (connection
+ * caching: under a steady trickle the queue is often empty for an instant, and a new session
+ * per message costs more than the message), else QUIT. */
+static void next_job(struct worker *w, struct oconn *c)
+{
+    c->msgs++;
+    if (take_and_start(w, c))
+        return;
+    if (c->msgs >= w->cfg->msgs_per_conn || cl->stopping) {
+        quit(w, c);
+        return;
+    }
+    c->st = CS_READY;
+    c->idle = true;
+    c->idle_next = c->d->idle;
+    c->d->idle = c;
+    arm_recv(w, c);  /* a server that gives up on us meanwhile is noticed */
+    set_deadline(w, c, CLIENT_IDLE_MS);
+}
+
+/* smtp_client_resume - an idle connection to d takes the next job; false when none idles. */
+bool smtp_client_resume(struct worker *w, struct qdest *d)
+{
+    struct oconn *c = d->idle;
+
+    if (!c)
+        return false;
+    idle_unlink(c);
+    if (!take_and_start(w, c))
+        quit(w, c);
+    return true;
 }
 
 /* next_target - close this attempt's socket and connect to the next address, now or once
@@ -697,10 +759,10 @@ static void ready(struct worker *w, struct oconn *c)
     c->greeted = true;
     c->st = CS_READY;
     c->msgs = 0;
-    c->job = queue_job_take(w, c->d);
-    if (c->job && txn_start(w, c))
+    if (take_and_start(w, c))
         return;
-    next_job(w, c);  /* the next job, or QUIT */
+    c->msgs = UINT32_MAX - 1;  /* nothing for it: QUIT rather than idle */
+    next_job(w, c);
 }
 
 /* on_reply - a complete reply in state c->st. */
@@ -921,6 +983,10 @@ static void timer_fired(struct worker *w, struct engine_timer *t)
     char why[CLIENT_REPLY_BYTES];
 
     snprintf(why, sizeof(why), "timeout with %s in %s", c->remote, state_name[c->st]);
+    if (c->idle) {
+        quit(w, c);
+        return;
+    }
     if (c->st == CS_QUIT) {
         conn_close(w, c);
         conn_reap(w, c);
