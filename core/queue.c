@@ -637,6 +637,16 @@ static void status_done(struct worker *w, struct spool_msg_w *mw, int err)
                 engine_timer_set(w, &q->tick, w->now_ms + QUEUE_WRITE_RETRY_MS);
             return;
         }
+        /* A HOLD or RELEASE that is not on disk did not happen: the answer said so, and the
+         * message goes back to what the disk says (a restart would find it that way). */
+        if (qw->outcome == SPOOL_OUT_HOLD && m->held) {
+            m->held = false;
+            if (!m->jobs)
+                msg_due(w, m);
+        } else if (qw->outcome == SPOOL_OUT_RELEASE && !m->held) {
+            m->held = true;
+            engine_timer_set(w, &m->timer, 0);
+        }
         m->writes--;
         free(qw);
         msg_maybe_finish(w, m);
