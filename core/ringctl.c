@@ -43,10 +43,70 @@
 #define RINGCTL_ANSWER_TIMEOUT_MS  30000         /* the whole answer must arrive this fast */
 #define RINGCTL_ANSWER_BYTES_MAX   (256u << 20)  /* and be no bigger */
 
+/* What the outcome records say of one message (first pass of spool/export). */
+struct outcome {
+    uint64_t qid;                 /* 0 = empty slot */
+    bool deleted;
+    uint8_t done[(SPOOL_STATUS_RCPTS_MAX + 7) / 8]; /* recipients with an outcome */
+};
+
 struct export_ctx {
     int dir_fd;                   /* export target, -1 for listing only */
-    unsigned count;               /* messages seen */
+    unsigned count;               /* messages listed */
+    unsigned finished;            /* complete messages skipped: every recipient has an outcome */
+    struct outcome *tab;          /* open addressing by qid */
+    size_t cap, used;
 };
+
+/* outcome_get - the slot of qid (created when absent and create is set), or NULL. */
+static struct outcome *outcome_get(struct export_ctx *x, uint64_t qid, bool create)
+{
+    size_t i;
+
+    if (create && (x->used + 1) * 2 > x->cap) {
+        struct export_ctx n = { .cap = x->cap ? x->cap * 2 : 1024 };
+        n.tab = rr_calloc(n.cap, sizeof(*n.tab));
+        for (size_t k = 0; k < x->cap; k++)
+            if (x->tab[k].qid) {
+                for (i = x->tab[k].qid * 0x9e3779b97f4a7c15ull & (n.cap - 1); n.tab[i].qid;
+                     i = (i + 1) & (n.cap - 1))
+                    ;
+                n.tab[i] = x->tab[k];
+            }
+        free(x->tab);
+        x->tab = n.tab;
+        x->cap = n.cap;
+    }
+    if (!x->cap)
+        return NULL;
+    for (i = qid * 0x9e3779b97f4a7c15ull & (x->cap - 1); x->tab[i].qid; i = (i + 1) & (x->cap - 1))
+        if (x->tab[i].qid == qid)
+            return &x->tab[i];
+    if (!create)
+        return NULL;
+    x->tab[i].qid = qid;
+    x->used++;
+    return &x->tab[i];
+}
+
+/* note_outcome - first pass: remember what became of each message's recipients. */
+static int note_outcome(const struct spool_status *s, void *arg)
+{
+    struct outcome *o;
+
+    if (s->outcome != SPOOL_OUT_DELIVERED && s->outcome != SPOOL_OUT_FAILED &&
+        s->outcome != SPOOL_OUT_DELETED)
+        return 0;
+    o = outcome_get(arg, s->qid, true);
+    if (s->outcome == SPOOL_OUT_DELETED)
+        o->deleted = true;
+    for (uint32_t i = 0; i < s->rcpt_count; i++) {
+        unsigned k = s->rcpts[2 * i] | (unsigned)s->rcpts[2 * i + 1] << 8;
+        if (k < SPOOL_STATUS_RCPTS_MAX)
+            o->done[k / 8] |= (uint8_t)(1u << (k % 8));
+    }
+    return 0;
+}
 
 /* usage - the synopsis, and exit. */
 static void usage(int status)
@@ -63,8 +123,9 @@ static void usage(int status)
             "  delete ID     remove message ID (16 hex digits) from the queue\n"
             "  hold ID       keep message ID from delivery until released\n"
             "  release ID    let a held message ID be delivered again\n"
-            "  spool         list the complete messages in the spool (offline, read-only)\n"
-            "  export DIR    write each message to DIR/QID.env (envelope) and DIR/QID.eml\n"
+            "  spool         list the messages in the spool with recipients still to deliver,\n"
+            "                rcpts= counting those (offline, read-only)\n"
+            "  export DIR    write each of them to DIR/QID.env (envelope) and DIR/QID.eml\n"
             "exit status: 0 done; 1 the daemon answered \"error...\" or could not be reached;\n"
             "2 usage\n");
     exit(status);
@@ -94,9 +155,17 @@ static int visit(const struct spool_msg *m, int seg_fd, void *arg)
     size_t len;
     int fd, err;
 
+    const struct outcome *o = outcome_get(x, m->qid, false);
+    unsigned k = 0;
+
     spool_qid_format(m->qid, qid);
-    for (const char *v = NULL; (v = spool_env_get(m->envelope, m->envelope_len, "rcpt", v, &len));)
-        rcpts++;
+    for (const char *v = NULL; (v = spool_env_get(m->envelope, m->envelope_len, "rcpt", v, &len));
+         k++)
+        rcpts += !o || k >= SPOOL_STATUS_RCPTS_MAX || !(o->done[k / 8] & (1u << (k % 8)));
+    if (o && (o->deleted || !rcpts)) {
+        x->finished++;  /* delivered, bounced or deleted: waiting for its segment to go */
+        return 0;
+    }
     x->count++;
     if (x->dir_fd < 0) {
         printf("%s size=%" PRIu64 " time=%s from=<%s> rcpts=%u\n", qid, m->size,
@@ -287,7 +356,7 @@ int main(int argc, char **argv)
     char *overrides[OVERRIDES_MAX];
     unsigned override_count = 0;
     struct rr_config cfg;
-    struct export_ctx x = { -1, 0 };
+    struct export_ctx x = { .dir_fd = -1 };
     struct spool_scan_stats st = { 0 };
     int ch, err, args;
 
@@ -335,15 +404,21 @@ int main(int argc, char **argv)
     } else if (strcmp(argv[optind], "spool") || optind + 1 != argc) {
         usage(2);
     }
-    err = spool_scan_dir(cfg.spool_dir, visit, &x, &st);
+    /* Two passes: an outcome may sit in any segment, before or after its message. */
+    err = spool_scan_dir_status(cfg.spool_dir, NULL, note_outcome, &x, &st);
+    if (!err) {
+        memset(&st, 0, sizeof(st));
+        err = spool_scan_dir(cfg.spool_dir, visit, &x, &st);
+    }
+    free(x.tab);
     if (err < 0) {
         fprintf(stderr, "ringctl: %s: %s\n", cfg.spool_dir, strerror(-err));
         return 1;
     }
     if (err > 0)
         return 1;
-    fprintf(stderr, "ringctl: %u messages, %u segments, %u incomplete\n", st.messages,
-            st.segments, st.incomplete);
+    fprintf(stderr, "ringctl: %u messages, %u finished, %u segments, %u incomplete\n",
+            x.count, x.finished, st.segments, st.incomplete);
     config_free(&cfg);
     return 0;
 }

@@ -306,6 +306,13 @@ static int name_cmp(const void *a, const void *b)
 /* spool_scan_dir - every segment of dir, oldest first. */
 int spool_scan_dir(const char *dir, spool_msg_cb cb, void *arg, struct spool_scan_stats *st)
 {
+    return spool_scan_dir_status(dir, cb, NULL, arg, st);
+}
+
+/* spool_scan_dir_status - every segment of dir, oldest first, outcome records included. */
+int spool_scan_dir_status(const char *dir, spool_msg_cb cb, spool_status_cb scb, void *arg,
+                          struct spool_scan_stats *st)
+{
     char **names = NULL;
     size_t n = 0, cap = 0;
     struct dirent *de;
@@ -330,7 +337,7 @@ int spool_scan_dir(const char *dir, spool_msg_cb cb, void *arg, struct spool_sca
         qsort(names, n, sizeof(*names), name_cmp);
     for (size_t i = 0; i < n; i++) {
         if (!err) {
-            err = spool_scan_segment(dirfd(d), names[i], cb, arg, st);
+            err = spool_scan_segment_status(dirfd(d), names[i], cb, scb, arg, st, NULL);
             if (err == -ENOENT)
                 err = 0;  /* removed since the listing: its messages were all finished */
         }

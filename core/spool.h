@@ -162,6 +162,11 @@ struct spool_seg_info {
     uint64_t end_off;             /* just past its last valid record: where appends may go */
 };
 
+/* spool_scan_dir_status - spool_scan_dir that also reports STATUS records (either callback
+ * may be NULL). */
+int spool_scan_dir_status(const char *dir, spool_msg_cb cb, spool_status_cb scb, void *arg,
+                          struct spool_scan_stats *st);
+
 /* spool_scan_segment_status - spool_scan_segment that also reports STATUS records (before
  * the segment's messages) and fills *info (may be NULL). */
 int spool_scan_segment_status(int dir_fd, const char *name, spool_msg_cb cb,

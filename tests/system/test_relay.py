@@ -309,3 +309,17 @@ def test_finished_segments_are_removed(peers, daemons):
     # the relay still works afterwards
     qid = send_one(d, tagged_message("seg-after"))
     wait_delivered(d, {qid: ["r@example.net"]})
+
+
+def test_offline_spool_listing_skips_finished_messages(peers, daemons):
+    """ringctl spool (read straight from the segments) lists what still has recipients to
+    deliver, not what was delivered and only waits for its segment to be removed."""
+    sink = peers.sink()
+    d = relay_daemon(daemons, sink.port, retry_min="1h", retry_max="1h")
+    done = send_one(d, tagged_message("listed-done"))
+    wait_delivered(d, {done: ["r@example.net"]})
+    sink.restart("-r", "rcpt")
+    open_ = send_one(d, tagged_message("listed-open"))
+    wait_events(d, "deferred", id=open_)
+    listed = " ".join(d.spool_list())
+    assert open_ in listed and done not in listed, listed
