@@ -108,7 +108,7 @@ static size_t answer_stats(char *out, size_t cap, uint64_t started_ms)
                            "spool_fsyncs %" PRIu64 "\n",
                            (engine_now_ms() - started_ms) / 1000, engine.count,
                            m.connections_active, m.messages_accepted, m.bytes_accepted,
-                           accepted_rejected, engine.queue_messages + m.queue_size,
+                           accepted_rejected, m.queue_size,
                            m.spool_fsyncs);
     for (unsigned i = 0; i < MSG_REASON_COUNT && len < cap; i++)
         if (m.messages_rejected[i])

@@ -157,7 +157,6 @@ struct engine_shared {
     struct worker *workers;       /* workers[0..count) */
     unsigned count;
     int spool_dir_fd;             /* O_DIRECTORY fd of spool_dir */
-    uint64_t queue_messages;      /* base of the queue gauge (the workers count the rest) */
     struct queue_recovered *recovered; /* the spool read at start-up, shared out by the
                                      workers at set-up, freed once they run */
     _Alignas(RR_CACHELINE) const struct rr_config *_Atomic cfg; /* newest configuration */

@@ -130,7 +130,7 @@ static void histogram(struct out *o, const char *name, const char *help,
 
 /* metrics_render - the whole exposition. */
 size_t metrics_render(char *buf, size_t cap, const struct metrics *m,
-                      const struct rr_config *cfg, uint64_t queue_messages)
+                      const struct rr_config *cfg)
 {
     struct out o = { buf, cap, 0 };
     const char *names[CONFIG_LISTENERS_MAX];
@@ -156,7 +156,7 @@ size_t metrics_render(char *buf, size_t cap, const struct metrics *m,
     counter_family(&o, "ringrelay_protocol_errors_total", "SMTP protocol faults, by reason.",
                    "reason", metrics_proto_reason_name, m->protocol_errors, PROTO_REASON_COUNT);
     single(&o, "ringrelay_queue_messages", "gauge", "Messages in the queue, not yet finished.",
-           queue_messages + m->queue_size);
+           m->queue_size);
     single(&o, "ringrelay_spool_fsyncs_total", "counter",
            "fdatasync calls on spool segments (group commits).", m->spool_fsyncs);
     single(&o, "ringrelay_spool_writes_total", "counter", "Spool write operations.",

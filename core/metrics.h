@@ -79,7 +79,6 @@ struct metrics {
     uint64_t protocol_errors[PROTO_REASON_COUNT];
     uint64_t spool_fsyncs;        /* fdatasync calls on spool segments */
     uint64_t spool_writes;        /* spool write operations */
-    uint64_t queue_added;         /* messages this worker put in the spool */
     uint64_t auth[2];             /* AUTH attempts: [0] success, [1] failure */
     uint64_t tls_handshakes[2];   /* TLS handshakes: [0] success, [1] failure */
     uint64_t deliveries[3];       /* delivery attempts: delivered, deferred, bounced */
@@ -117,10 +116,10 @@ void metrics_sum(struct metrics *out, struct metrics *const *shards, unsigned co
 
 /*
  * metrics_render - the Prometheus text exposition (format 0.0.4) of sum into buf (at most
- * cap bytes). listener names label connections_total; queue_messages is the spool gauge.
+ * cap bytes). listener names label connections_total.
  * Returns the length written; output is cut (never overrun) when cap is too small.
  */
 size_t metrics_render(char *buf, size_t cap, const struct metrics *sum,
-                      const struct rr_config *cfg, uint64_t queue_messages);
+                      const struct rr_config *cfg);
 
 #endif

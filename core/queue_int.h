@@ -17,6 +17,15 @@
 #include "core/spool.h"
 #include "net/dns.h"
 
+/* hash64 - spread a 64-bit key (queue tables). */
+static inline size_t hash64(uint64_t k)
+{
+    k ^= k >> 33;
+    k *= 0xff51afd7ed558ccdull;
+    k ^= k >> 33;
+    return (size_t)k;
+}
+
 #define QUEUE_REPLY_BYTES_MAX 512  /* a remote reply or an error kept for logs and bounces */
 #define QUEUE_TARGETS_MAX     16   /* addresses one connection tries, best first */
 

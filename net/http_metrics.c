@@ -147,7 +147,7 @@ static void respond(struct http_client *k)
         metrics_sum(&sum, shards, count);
         body = k->resp + 512;  /* leave room for the head in front */
         body_len = metrics_render(body, HTTP_RESPONSE_BYTES - 512,
-                                  &sum, atomic_load(&engine.cfg), engine.queue_messages);
+                                  &sum, atomic_load(&engine.cfg));
     } else if (strncmp(k->req + 4, "/ ", 2) == 0) {
         body = k->resp + 512;
         body_len = (size_t)snprintf(body, 256, "ringrelay: metrics at /metrics\n");

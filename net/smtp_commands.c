@@ -469,7 +469,6 @@ static void spool_done(struct worker *w, struct spool_msg_w *sm, int err)
         metrics_add(&w->m->bytes_accepted, sm->bytes);
         metrics_add(&w->m->recipients_accepted, t->rcpt_count);
         metrics_observe(&w->m->accept_latency, w->now_ns > t->end_ns ? w->now_ns - t->end_ns : 0);
-        metrics_add(&w->m->queue_added, 1);
         log_event(LOG_INFO, "event=accepted id=%s from=<%s> nrcpt=%u size=%" PRIu64
                   " login= peer=%s", qid, t->from.len ? log_q(t->from.text) : "",
                   t->rcpt_count, sm->bytes,
