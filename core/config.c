@@ -62,6 +62,7 @@
 #include <ini.h>
 
 #include "core/config.h"
+#include "core/resources.h"
 #include "core/config_value.h"
 
 /* Enumerations and counts are stored through int and unsigned views of the fields. */
@@ -92,7 +93,7 @@ enum key_id {
     K_USER_HOURLY_RECIPIENTS, K_IP_HOURLY_MESSAGES,
     K_SMARTHOST, K_DNS_SERVERS, K_SOURCE_ADDRESSES, K_RELAY_TLS, K_RETRY_MIN, K_RETRY_MAX,
     K_QUEUE_LIFETIME, K_RELAY_PORT, K_DEST_CONCURRENCY, K_MSGS_PER_CONN, K_CONNECT_TIMEOUT,
-    K_COMMAND_TIMEOUT,
+    K_COMMAND_TIMEOUT, K_RELAY_TLS_CA,
     K_BPF_ENABLED, K_BPF_CONNECTIONS_PER_IP, K_BPF_CONNECTS_PER_IP_PER_S,
     K_COUNT
 };
@@ -255,6 +256,8 @@ static const struct key_def keys[K_COUNT] = {
                              COUNT(source_address_count), .port = PORT_NONE, .dflt = "" },
     [K_RELAY_TLS] = { "relay", "tls", T_ENUM, CFG(relay_tls), .names = relay_tls_names,
                       .dflt = "may" },
+    [K_RELAY_TLS_CA] = { "relay", "tls_ca_file", T_PATH, CFG(relay_tls_ca_file),
+                         .dflt = "/etc/ssl/certs/ca-certificates.crt" },
     [K_RETRY_MIN] = { "relay", "retry_min", T_SEC, CFG(retry_min_s),
                       .min = MS_PER_S, .max = 7 * MS_PER_D, .dflt = "5m" },
     [K_RETRY_MAX] = { "relay", "retry_max", T_SEC, CFG(retry_max_s),
@@ -1129,6 +1132,7 @@ int config_load(struct rr_config *cfg, const char *path, char *const *overrides,
 
 void config_free(struct rr_config *cfg)
 {
+    resources_release(cfg);
     free(cfg->path);
     memset(cfg, 0, sizeof(*cfg));
 }

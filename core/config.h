@@ -18,6 +18,9 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 
+struct tls_ctx;
+struct passwd_db;
+
 #define CONFIG_LISTENERS_MAX     16   /* [listener.NAME] sections */
 #define CONFIG_ADDRS_MAX         16   /* addresses in one list value */
 #define CONFIG_NETS_MAX          64   /* CIDRs in one network list */
@@ -125,6 +128,7 @@ struct rr_config {
     struct config_addr source_addresses[CONFIG_ADDRS_MAX]; /* port 0 */
     unsigned source_address_count;
     enum relay_tls relay_tls;     /* default may */
+    char relay_tls_ca_file[CONFIG_PATH_BYTES_MAX]; /* "tls_ca_file": CAs for tls = verify */
     uint32_t retry_min_s;         /* default 5m */
     uint32_t retry_max_s;         /* default 4h */
     uint32_t queue_lifetime_s;    /* default 5d */
@@ -134,6 +138,13 @@ struct rr_config {
     uint32_t msgs_per_conn;       /* "messages_per_connection", default 100 */
     uint32_t connect_timeout_ms;  /* "connect_timeout": TCP connect and greeting, default 30s */
     uint32_t command_timeout_ms;  /* "command_timeout": each reply, default 300s */
+
+    /* Loaded from the files named above by resources_load() (core/resources.c) on the main
+     * thread, and released with the configuration (config_free). Workers read them through
+     * the configuration they use; a session that outlives a reload takes its own reference. */
+    struct tls_ctx *tls_server_ctx;   /* [tls] cert/key; NULL when no listener uses TLS */
+    struct tls_ctx *tls_client_ctx;   /* outbound STARTTLS; NULL when [relay] tls = none */
+    struct passwd_db *passwd_db;      /* [auth] passwd_file; NULL when unset */
 
     /* [bpf] */
     enum bpf_mode bpf;            /* "enabled", default auto */

@@ -153,14 +153,18 @@ static int check_spool(const struct rr_config *cfg, FILE *errs)
 int config_check_files(const struct rr_config *cfg, FILE *errs)
 {
     struct stat sb;
+    const char *why;
     int problems = 0;
 
     for (size_t i = 0; i < sizeof(file_keys) / sizeof(file_keys[0]); i++) {
         const struct file_key *f = &file_keys[i];
-        const char *path = (const char *)cfg + f->offset, *why;
+        const char *path = (const char *)cfg + f->offset;
         if (*path && (why = unreadable(path)))
             problems += report(errs, cfg, f->section, f->key, "cannot read %s: %s", path, why);
     }
+    if (cfg->relay_tls == RELAY_TLS_VERIFY && (why = unreadable(cfg->relay_tls_ca_file)))
+        problems += report(errs, cfg, "relay", "tls_ca_file", "cannot read %s: %s",
+                           cfg->relay_tls_ca_file, why);
     if (cfg->dovecot_socket[0] && stat(cfg->dovecot_socket, &sb))
         problems += report(errs, cfg, "auth", "dovecot_socket", "%s: %s", cfg->dovecot_socket,
                            strerror(errno));

@@ -70,11 +70,28 @@ struct io_uring_sqe *engine_sqe(struct worker *w)
 /* engine_buf_release - queue buffer bid for return to the provided-buffer ring. */
 void engine_buf_release(struct worker *w, uint16_t bid)
 {
+    if (bid >= ENGINE_BUF_COUNT) {
+        w->local_free[w->local_free_count++] = bid;
+        w->local_returned++;
+        w->bufs[bid].queued = false;
+        w->bufs[bid].off = w->bufs[bid].len = 0;
+        w->bufs_out--;
+        return;
+    }
     io_uring_buf_ring_add(w->br, engine_buf_ptr(w, bid), ENGINE_BUF_BYTES, bid,
                           io_uring_buf_ring_mask(ENGINE_BUF_COUNT), (int)w->bufs_returned++);
     w->bufs[bid].queued = false;
     w->bufs[bid].off = w->bufs[bid].len = 0;
     w->bufs_out--;
+}
+
+/* engine_local_buf - see engine.h. */
+uint16_t engine_local_buf(struct worker *w)
+{
+    if (!w->local_free_count)
+        return ENGINE_BUF_NONE;
+    w->bufs_out++;
+    return w->local_free[--w->local_free_count];
 }
 
 /* wheel_slot - the wheel slot a deadline belongs to: the first tick at or after it. */
@@ -317,8 +334,9 @@ static int setup_buffers(struct worker *w)
                     MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (ring_mem == MAP_FAILED)
         return -errno;
-    w->buf_base = mmap(NULL, (size_t)ENGINE_BUF_COUNT * ENGINE_BUF_BYTES, PROT_READ | PROT_WRITE,
-                       MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
+    /* The local buffers follow the provided ones; pages are touched only when used. */
+    w->buf_base = mmap(NULL, (size_t)(ENGINE_BUF_COUNT + ENGINE_LOCAL_BUF_COUNT) * ENGINE_BUF_BYTES,
+                       PROT_READ | PROT_WRITE, MAP_ANONYMOUS | MAP_PRIVATE, -1, 0);
     if (w->buf_base == MAP_FAILED)
         return -errno;
     reg.ring_addr = (unsigned long)ring_mem;
@@ -333,6 +351,9 @@ static int setup_buffers(struct worker *w)
         io_uring_buf_ring_add(w->br, engine_buf_ptr(w, (uint16_t)i), ENGINE_BUF_BYTES,
                               (unsigned short)i, io_uring_buf_ring_mask(ENGINE_BUF_COUNT), (int)i);
     io_uring_buf_ring_advance(w->br, ENGINE_BUF_COUNT);
+    for (unsigned i = 0; i < ENGINE_LOCAL_BUF_COUNT; i++)
+        w->local_free[i] = (uint16_t)(ENGINE_BUF_COUNT + ENGINE_LOCAL_BUF_COUNT - 1 - i);
+    w->local_free_count = ENGINE_LOCAL_BUF_COUNT;
     return 0;
 }
 
@@ -434,8 +455,10 @@ static void *worker_main(void *arg)
         queue_run_deferred(w);
         /* Sessions that waited for buffers or write slots resume when some came back;
          * sessions that closed while waiting are reaped in any case. */
-        smtp_server_buffers_back(w, w->bufs_returned || w->spool_slots_freed);
+        smtp_server_buffers_back(w, w->bufs_returned || w->spool_slots_freed ||
+                                    w->local_returned);
         w->spool_slots_freed = 0;
+        w->local_returned = 0;
         if (w->bufs_returned) {
             io_uring_buf_ring_advance(w->br, (int)w->bufs_returned);
             w->bufs_returned = 0;

@@ -26,6 +26,8 @@
 #define ENGINE_CQ_ENTRIES       16384  /* completion queue entries per worker */
 #define ENGINE_BUF_COUNT        2048   /* provided receive buffers per worker (power of 2) */
 #define ENGINE_BUF_BYTES        8192   /* bytes of one receive buffer */
+#define ENGINE_LOCAL_BUF_COUNT  1024   /* buffers the worker fills itself (TLS plaintext);
+                                          ids ENGINE_BUF_COUNT.. after the provided ones */
 #define ENGINE_BUF_NONE         0xffff /* "no buffer" in a buffer list */
 #define ENGINE_TICK_MS          1000   /* timer wheel resolution */
 #define ENGINE_WHEEL_SLOTS      64     /* timer wheel slots (seconds) */
@@ -106,8 +108,11 @@ struct worker {
 
     struct io_uring_buf_ring *br; /* provided-buffer ring, group 0 */
     char *buf_base;               /* ENGINE_BUF_COUNT * ENGINE_BUF_BYTES bytes */
-    struct engine_buf bufs[ENGINE_BUF_COUNT];
+    struct engine_buf bufs[ENGINE_BUF_COUNT + ENGINE_LOCAL_BUF_COUNT];
     unsigned bufs_returned;       /* buffers added since the last advance */
+    uint16_t local_free[ENGINE_LOCAL_BUF_COUNT]; /* free local buffer ids (a stack) */
+    unsigned local_free_count;
+    unsigned local_returned;      /* local buffers freed in this loop pass */
     unsigned bufs_out;            /* buffers held by sessions or spool writes */
     unsigned spool_slots_freed;   /* spool write slots freed in this loop pass */
 
@@ -176,8 +181,13 @@ static inline char *engine_buf_ptr(struct worker *w, uint16_t bid)
     return w->buf_base + (size_t)bid * ENGINE_BUF_BYTES;
 }
 
-/* engine_buf_release - give buffer bid back to the kernel (batched until the loop's end). */
+/* engine_buf_release - give buffer bid back: to the kernel (batched until the loop's end),
+ * or a local buffer to the worker's free stack. */
 void engine_buf_release(struct worker *w, uint16_t bid);
+
+/* engine_local_buf - take a local buffer (same size and bookkeeping as a received one, and
+ * released the same way), or ENGINE_BUF_NONE when all are in use. */
+uint16_t engine_local_buf(struct worker *w);
 
 /* engine_timer_set - (re)arm t to fire at deadline_ms; 0 disarms. */
 void engine_timer_set(struct worker *w, struct engine_timer *t, uint64_t deadline_ms);

@@ -32,10 +32,12 @@
 #include "core/control.h"
 #include "core/engine.h"
 #include "core/log.h"
+#include "core/resources.h"
 #include "core/queue.h"
 #include "core/spool.h"
 #include "net/http_metrics.h"
 #include "net/listener.h"
+#include "tls/tls.h"
 
 #define OVERRIDES_MAX 64
 #define RELOAD_WAIT_MS 5000   /* longest wait for every worker to let go of an old config */
@@ -101,6 +103,8 @@ static struct rr_config *load_config(const struct options *o, bool check_files)
 
     if (!problems && check_files)
         problems = config_check_files(cfg, stderr);
+    if (!problems)
+        problems = resources_load(cfg, stderr);  /* certificates, keys, passwords */
     if (problems) {
         config_free(cfg);
         free(cfg);
@@ -323,6 +327,10 @@ int main(int argc, char **argv)
     uint64_t started_ms = engine_now_ms();
 
     parse_args(argc, argv, &opts);
+    if (tls_init() < 0) {
+        log_event(LOG_FATAL, "event=tls_init_failed");
+        return 1;
+    }
     cfg = load_config(&opts, opts.check_only);
     if (!cfg)
         return 1;
@@ -358,14 +366,6 @@ int main(int argc, char **argv)
             close(pfd);
     }
     sample_free_space(cfg->spool_dir);
-
-    for (unsigned i = 0; i < cfg->listener_count; i++)
-        if (cfg->listeners[i].tls != TLS_NONE) {
-            /* Refuse rather than serve plaintext where the operator asked for TLS. */
-            log_event(LOG_FATAL, "event=config_error listener=%s error=\"TLS listeners are not "
-                      "supported by this build\"", cfg->listeners[i].name);
-            return 1;
-        }
 
     ncpu = sysconf(_SC_NPROCESSORS_ONLN);
     engine.count = cfg->workers ? cfg->workers : (unsigned)(ncpu > 0 ? ncpu : 1);

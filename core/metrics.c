@@ -17,6 +17,8 @@
 const char *const metrics_msg_reason_name[MSG_REASON_COUNT] = { METRICS_MSG_REASONS(METRICS_NAME) };
 const char *const metrics_rcpt_reason_name[RCPT_REASON_COUNT] = { METRICS_RCPT_REASONS(METRICS_NAME) };
 const char *const metrics_proto_reason_name[PROTO_REASON_COUNT] = { METRICS_PROTO_REASONS(METRICS_NAME) };
+const char *const metrics_auth_result_name[AUTHR_COUNT] = { METRICS_AUTH_RESULTS(METRICS_NAME) };
+const char *const metrics_tls_result_name[TLSR_COUNT] = { METRICS_TLS_RESULTS(METRICS_NAME) };
 #undef METRICS_NAME
 
 const double metrics_latency_bounds[METRICS_LATENCY_BUCKETS] = {
@@ -163,12 +165,16 @@ size_t metrics_render(char *buf, size_t cap, const struct metrics *m,
            m->spool_writes);
 
     {
-        static const char *const auth_results[] = { "success", "failure" };
         static const char *const delivery_results[] = { "delivered", "deferred", "bounced" };
-        counter_family(&o, "ringrelay_auth_total", "SMTP AUTH attempts, by result.", "result",
-                       auth_results, m->auth, 2);
-        counter_family(&o, "ringrelay_tls_handshakes_total", "TLS handshakes, by result.",
-                       "result", auth_results, m->tls_handshakes, 2);
+        counter_family(&o, "ringrelay_auth_total", "SMTP AUTH exchanges, by result.", "result",
+                       metrics_auth_result_name, m->auth, AUTHR_COUNT);
+        single(&o, "ringrelay_auth_delays_total", "counter",
+               "AUTH replies held back because of earlier failures.", m->auth_delays);
+        counter_family(&o, "ringrelay_tls_handshakes_total", "Inbound TLS handshakes, by result.",
+                       "result", metrics_tls_result_name, m->tls_handshakes, TLSR_COUNT);
+        counter_family(&o, "ringrelay_relay_tls_total",
+                       "Outbound STARTTLS handshakes, by result.", "result",
+                       metrics_tls_result_name, m->relay_tls, TLSR_COUNT);
         counter_family(&o, "ringrelay_deliveries_total", "Delivery attempts, by result.",
                        "result", delivery_results, m->deliveries, 3);
         single(&o, "ringrelay_relay_notifications_total", "counter",

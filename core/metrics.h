@@ -46,17 +46,39 @@
     X(PROTO_TIMEOUT,         "timeout") \
     X(PROTO_SLOW,            "too_slow") \
     X(PROTO_TOO_MANY_ERRORS, "too_many_errors") \
-    X(PROTO_CONN_LIMIT,      "connection_limit")
+    X(PROTO_CONN_LIMIT,      "connection_limit") \
+    X(PROTO_TLS,             "tls_error")
+
+/* AUTH outcomes: ringrelay_auth_total{result}. */
+#define METRICS_AUTH_RESULTS(X) \
+    X(AUTHR_SUCCESS,   "success") \
+    X(AUTHR_FAILURE,   "failure") \
+    X(AUTHR_MALFORMED, "malformed") \
+    X(AUTHR_CANCELLED, "cancelled") \
+    X(AUTHR_REFUSED,   "refused") \
+    X(AUTHR_ERROR,     "error")
+
+/* Inbound TLS handshakes: ringrelay_tls_handshakes_total{result}; outbound STARTTLS:
+ * ringrelay_relay_tls_total{result}. */
+#define METRICS_TLS_RESULTS(X) \
+    X(TLSR_SUCCESS,  "success") \
+    X(TLSR_RESUMED,  "resumed") \
+    X(TLSR_FAILURE,  "failure") \
+    X(TLSR_TIMEOUT,  "timeout")
 
 #define METRICS_ENUM(id, name) id,
 enum metrics_msg_reason   { METRICS_MSG_REASONS(METRICS_ENUM) MSG_REASON_COUNT };
 enum metrics_rcpt_reason  { METRICS_RCPT_REASONS(METRICS_ENUM) RCPT_REASON_COUNT };
 enum metrics_proto_reason { METRICS_PROTO_REASONS(METRICS_ENUM) PROTO_REASON_COUNT };
+enum metrics_auth_result  { METRICS_AUTH_RESULTS(METRICS_ENUM) AUTHR_COUNT };
+enum metrics_tls_result   { METRICS_TLS_RESULTS(METRICS_ENUM) TLSR_COUNT };
 #undef METRICS_ENUM
 
 extern const char *const metrics_msg_reason_name[MSG_REASON_COUNT];
 extern const char *const metrics_rcpt_reason_name[RCPT_REASON_COUNT];
 extern const char *const metrics_proto_reason_name[PROTO_REASON_COUNT];
+extern const char *const metrics_auth_result_name[AUTHR_COUNT];
+extern const char *const metrics_tls_result_name[TLSR_COUNT];
 
 /* Latency histogram bucket upper bounds, seconds (Prometheus "le"); +Inf is implicit. */
 #define METRICS_LATENCY_BUCKETS 14
@@ -79,8 +101,10 @@ struct metrics {
     uint64_t protocol_errors[PROTO_REASON_COUNT];
     uint64_t spool_fsyncs;        /* fdatasync calls on spool segments */
     uint64_t spool_writes;        /* spool write operations */
-    uint64_t auth[2];             /* AUTH attempts: [0] success, [1] failure */
-    uint64_t tls_handshakes[2];   /* TLS handshakes: [0] success, [1] failure */
+    uint64_t auth[AUTHR_COUNT];   /* AUTH exchanges, by outcome */
+    uint64_t auth_delays;         /* AUTH replies held back for earlier failures */
+    uint64_t tls_handshakes[TLSR_COUNT]; /* inbound TLS handshakes, by outcome */
+    uint64_t relay_tls[TLSR_COUNT]; /* outbound STARTTLS handshakes, by outcome */
     uint64_t deliveries[3];       /* delivery attempts: delivered, deferred, bounced */
     uint64_t relay_notifications; /* relaying notices generated */
     uint64_t bpf_refused;         /* connections refused in the kernel (read from BPF maps) */

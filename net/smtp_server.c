@@ -57,6 +57,7 @@ static __thread struct server *srv;
 
 static void process_input(struct conn *c);
 static void arm_recv(struct conn *c);
+static void cancel_recv(struct conn *c);
 
 /* smtp_server_init - the session table and free slot stack. */
 int smtp_server_init(struct worker *w)
@@ -127,19 +128,38 @@ void conn_reply(struct conn *c, const char *fmt, ...)
     c->out[c->out_len++] = '\n';
 }
 
-/* conn_flush - send what is in out[] unless a send is already in flight. */
+/* conn_flush - send what is in out[] through the transport. */
 void conn_flush(struct conn *c)
+{
+    if (!c->closing)
+        c->io->flush(c);
+}
+
+/* conn_send - one ring send of len bytes at p for the transport (the only send path). */
+void conn_send(struct conn *c, const void *p, size_t len)
 {
     struct io_uring_sqe *sqe;
 
-    if (c->send_active || !c->out_len || c->fd < 0)
-        return;
-    c->send_len = c->out_len;
     c->send_active = true;
     c->ops++;
     sqe = engine_sqe(c->w);
-    io_uring_prep_send(sqe, c->fd, c->out, c->send_len, MSG_NOSIGNAL);
+    io_uring_prep_send(sqe, c->fd, p, len, MSG_NOSIGNAL);
     io_uring_sqe_set_data64(sqe, engine_ud(OP_SEND, c->slot, c->gen));
+}
+
+/* plain_flush - plaintext: send out[] as it is, unless a send is in flight. */
+static void plain_flush(struct conn *c)
+{
+    if (c->send_active || !c->out_len || c->fd < 0)
+        return;
+    c->send_len = c->out_len;
+    conn_send(c, c->out, c->send_len);
+}
+
+/* plain_sent - plaintext: what went is what the kernel took. */
+static int plain_sent(struct conn *c, int res)
+{
+    return res > 0 ? res : -EPIPE;
 }
 
 /* conn_rejected - log a refusal: event=rejected with the code and reason. */
@@ -220,6 +240,8 @@ void conn_reap(struct conn *c)
 
     if (!c->closing || c->ops || c->waiting)
         return;
+    if (c->io->release)
+        c->io->release(c);
     if (c->fd >= 0) {
         sqe = engine_sqe(w);
         io_uring_prep_close(sqe, c->fd);
@@ -234,7 +256,7 @@ void conn_reap(struct conn *c)
 }
 
 /* drop_input - give every queued buffer back (or leave it to the write that holds it). */
-static void drop_input(struct conn *c)
+void conn_drop_input(struct conn *c)
 {
     struct worker *w = c->w;
 
@@ -273,7 +295,7 @@ void conn_close(struct conn *c)
     conn_set_state(c, ST_CLOSING);
     engine_timer_set(c->w, &c->timer, 0);
     txn_end(c);
-    drop_input(c);
+    conn_drop_input(c);
     cancel_recv(c);
     if (c->send_active && c->fd >= 0)
         shutdown(c->fd, SHUT_RDWR);  /* a peer that does not read must not pin the send */
@@ -290,7 +312,7 @@ void conn_close_after_reply(struct conn *c)
 {
     c->close_after_send = true;
     conn_set_state(c, ST_CLOSING);
-    drop_input(c);
+    conn_drop_input(c);
     cancel_recv(c);
     engine_timer_set(c->w, &c->timer, c->w->now_ms + CONN_LINGER_MS);
     if (c->out_len)
@@ -316,8 +338,8 @@ static void arm_recv(struct conn *c)
     c->ops++;
 }
 
-/* wait_for_resources - park the session until buffers or write slots come back. */
-static void wait_for_resources(struct conn *c)
+/* conn_wait_resources - park the session until buffers or write slots come back. */
+void conn_wait_resources(struct conn *c)
 {
     if (c->waiting)
         return;
@@ -361,6 +383,7 @@ void smtp_server_accept(struct worker *w, unsigned li, int fd)
     c->listener = (uint8_t)li;
     c->in_head = c->in_tail = ENGINE_BUF_NONE;
     c->timer.fire = smtp_server_timer;
+    c->io = &conn_io_plain;
     w->conns[c->slot] = c;
     w->conn_count++;
     metrics_add(&w->m->connections_active, 1);
@@ -383,7 +406,9 @@ void smtp_server_accept(struct worker *w, unsigned li, int fd)
               c->peer_text, cfg->listeners[li].name);
 
     arm_recv(c);
-    if (cfg->greeting_delay_ms) {
+    if (cfg->listeners[li].tls == TLS_IMPLICIT) {
+        conn_tls_accept(c);  /* the greeting follows the handshake */
+    } else if (cfg->greeting_delay_ms) {
         struct io_uring_sqe *sqe = engine_sqe(w);
         c->greet_ts.tv_sec = cfg->greeting_delay_ms / 1000;
         c->greet_ts.tv_nsec = (long long)(cfg->greeting_delay_ms % 1000) * 1000000;
@@ -398,13 +423,12 @@ void smtp_server_accept(struct worker *w, unsigned li, int fd)
     }
 }
 
-/* queue_input - a received buffer joins the session's input list. */
-static void queue_input(struct conn *c, uint16_t bid, int len)
+/* conn_queue_input - a buffer of len input bytes joins the session's input list. */
+void conn_queue_input(struct conn *c, uint16_t bid, int len)
 {
     struct worker *w = c->w;
     struct engine_buf *b = &w->bufs[bid];
 
-    w->bufs_out++;
     b->off = 0;
     b->len = (uint16_t)len;
     b->refs = 0;
@@ -421,11 +445,31 @@ static void queue_input(struct conn *c, uint16_t bid, int len)
         w->bufs[c->in_tail].next = bid;
     c->in_tail = bid;
     c->in_count++;
-    if (c->in_count >= CONN_IN_BUFS_MAX && !c->recv_paused) {
-        c->recv_paused = true;  /* a peer far ahead of us: stop reading until we catch up */
-        cancel_recv(c);
-    }
+    if (c->in_count >= CONN_IN_BUFS_MAX)
+        conn_recv_pause(c);
 }
+
+/* conn_recv_pause - a peer far ahead of us: stop reading until we catch up. */
+void conn_recv_pause(struct conn *c)
+{
+    if (c->recv_paused)
+        return;
+    c->recv_paused = true;
+    cancel_recv(c);
+}
+
+/* plain_received - plaintext: the received buffer is session input as it is. */
+static void plain_received(struct conn *c, uint16_t bid, int len)
+{
+    conn_queue_input(c, bid, len);
+}
+
+const struct conn_io conn_io_plain = {
+    .name = "plain",
+    .received = plain_received,
+    .flush = plain_flush,
+    .sent = plain_sent,
+};
 
 /* command_in - consume bytes of a command line; returns bytes consumed. */
 static size_t command_in(struct conn *c, const char *data, size_t avail, bool more_buffers)
@@ -498,7 +542,7 @@ static size_t content_in(struct conn *c, uint16_t bid, const char *data, size_t 
         }
     }
     if (t->rd.err == SMTP_DATA_OK && !spool_writes_available(c->w, 2)) {
-        wait_for_resources(c);
+        conn_wait_resources(c);
         return 0;
     }
     used = smtp_data_feed(&t->rd, data, take, iov, SPOOL_WOP_IOV_MAX - 1, &n, &done);
@@ -523,8 +567,19 @@ static size_t content_in(struct conn *c, uint16_t bid, const char *data, size_t 
 static void process_input(struct conn *c)
 {
     struct worker *w = c->w;
+    bool drained = true;          /* the transport holds no input back */
 
-    while (c->in_head != ENGINE_BUF_NONE && !c->closing && !c->close_after_send) {
+    for (;;) {
+        if (c->closing || c->close_after_send)
+            break;
+        if (c->in_head == ENGINE_BUF_NONE) {
+            if (c->io->fill)
+                drained = c->io->fill(c);  /* TLS: decrypt more of what was received */
+            if (c->closing)
+                return;
+            if (c->in_head == ENGINE_BUF_NONE)
+                break;
+        }
         uint16_t bid = c->in_head;
         struct engine_buf *b = &w->bufs[bid];
         const char *data = engine_buf_ptr(w, bid) + b->off;
@@ -565,10 +620,17 @@ static void process_input(struct conn *c)
         if (c->closing)
             return;
         b->off += (uint16_t)used;
+        if (c->discard_input) {
+            /* RFC 3207: what was pipelined after STARTTLS is never executed */
+            c->discard_input = false;
+            conn_drop_input(c);
+            break;
+        }
         if (!used && c->waiting)
             break;
     }
-    if (!c->closing && c->in_head == ENGINE_BUF_NONE && c->recv_paused && !c->recv_active)
+    if (!c->closing && c->in_head == ENGINE_BUF_NONE && drained && c->recv_paused &&
+        !c->recv_active)
         arm_recv(c);
     if (c->peer_eof && !c->closing && !c->close_after_send && c->in_head == ENGINE_BUF_NONE &&
         c->state != ST_COMMIT && !c->waiting) {
@@ -598,9 +660,15 @@ static void recv_done(struct conn *c, const struct io_uring_cqe *cqe)
         c->ops--;
     }
     if (cqe->res > 0) {
-        queue_input(c, (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT), cqe->res);
-        if (!c->closing)
-            process_input(c);
+        uint16_t bid = (uint16_t)(cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        c->w->bufs_out++;
+        if (c->closing || c->close_after_send) {
+            engine_buf_release(c->w, bid);
+        } else {
+            c->io->received(c, bid, cqe->res);
+            if (!c->closing)
+                process_input(c);
+        }
     } else if (cqe->res == 0) {
         /* End of file: the client may have half-closed after its last command; answer
          * what it sent (and wait for a message being committed) before closing. */
@@ -608,7 +676,7 @@ static void recv_done(struct conn *c, const struct io_uring_cqe *cqe)
         if (!c->closing)
             process_input(c);
     } else if (cqe->res == -ENOBUFS) {
-        wait_for_resources(c);  /* re-armed when buffers come back */
+        conn_wait_resources(c);  /* re-armed when buffers come back */
     } else if (cqe->res != -ECANCELED) {
         conn_close(c);
     }
@@ -625,17 +693,24 @@ static void recv_done(struct conn *c, const struct io_uring_cqe *cqe)
 /* send_done - a send completed: shift out what went, send the rest, or close. */
 static void send_done(struct conn *c, int res)
 {
+    int sent;
+
     c->send_active = false;
     c->ops--;
-    if (res <= 0) {
+    sent = c->closing ? -ECANCELED : c->io->sent(c, res);
+    if (sent < 0) {
         c->out_len = 0;
         conn_close(c);
         conn_reap(c);
         return;
     }
-    memmove(c->out, c->out + res, (size_t)(c->out_len - res));
-    c->out_len -= (uint16_t)res;
-    if (c->out_len) {
+    if (sent) {
+        memmove(c->out, c->out + sent, (size_t)(c->out_len - sent));
+        c->out_len -= (uint16_t)sent;
+    }
+    if (c->send_active) {
+        /* the transport is still sending (the rest of a TLS flight) */
+    } else if (c->out_len) {
         conn_flush(c);
     } else if (c->close_after_send) {
         conn_close(c);
@@ -686,6 +761,10 @@ void smtp_server_timer(struct worker *w, struct engine_timer *t)
 
     if (c->closing || c->state == ST_COMMIT)
         return;
+    if (c->io->timeout && c->io->timeout(c)) {  /* a stalled TLS handshake */
+        conn_reap(c);
+        return;
+    }
     if (c->close_after_send) {  /* the last reply could not be delivered in time */
         conn_close(c);
         conn_reap(c);
@@ -732,7 +811,7 @@ void smtp_server_buffers_back(struct worker *w, bool resources)
             continue;
         }
         if (!resources) {
-            wait_for_resources(c);  /* back on the list, nothing changed for it */
+            conn_wait_resources(c);  /* back on the list, nothing changed for it */
             continue;
         }
         process_input(c);

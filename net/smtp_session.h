@@ -35,6 +35,8 @@ enum smtp_state {
 };
 
 struct conn;
+struct conn_tls;
+struct conn_io;
 
 /* A mail transaction: from MAIL to the reply after its content. */
 struct txn {
@@ -75,6 +77,7 @@ struct conn {
     bool bdat_discard;            /* current BDAT chunk is read and dropped */
     bool bdat_last;               /* current BDAT chunk is the LAST */
     bool greet_timer;             /* greeting delay timeout in flight */
+    bool discard_input;           /* drop the rest of the input after this command */
     const char *bdat_refusal;     /* reply after a discarded BDAT chunk */
     uint16_t in_head, in_tail;    /* queued receive buffers (engine_buf.next list) */
     uint16_t in_count;
@@ -89,6 +92,8 @@ struct conn {
     struct engine_timer timer;    /* idle / rate / data deadlines */
     struct conn *wait_next;       /* worker wait list (buffers, write slots) */
     struct txn *txn;              /* current transaction or NULL */
+    const struct conn_io *io;     /* transport: plaintext or TLS (net/smtp_tls.c) */
+    struct conn_tls *tls;         /* TLS state once STARTTLS or implicit TLS began, else NULL */
     struct __kernel_timespec greet_ts; /* greeting delay */
     union {
         struct sockaddr sa;
@@ -101,9 +106,38 @@ struct conn {
     char out[CONN_OUT_BYTES];     /* replies waiting to be sent */
 };
 
+/* The transport under a session: how bytes come in and go out. Plaintext is the ring's
+ * receive and send on the socket; TLS (net/smtp_tls.c) decrypts received buffers into
+ * plaintext buffers and encrypts out[] before the send. The protocol code sees neither. */
+struct conn_io {
+    const char *name;             /* "plain", "tls" */
+    /* received - len bytes arrived in receive buffer bid: make them session input */
+    void (*received)(struct conn *c, uint16_t bid, int len);
+    /* fill - the session took its queued input: offer more if the transport holds some;
+     * false while it still holds received bytes back (receiving stays paused). NULL: none */
+    bool (*fill)(struct conn *c);
+    /* flush - send what is in out[] (c->send_len bytes of it go with this send) */
+    void (*flush)(struct conn *c);
+    /* sent - a send completed with res; returns the plaintext bytes of out[] now sent
+     * (0: nothing yet, the transport sends more), or a negative errno to close */
+    int (*sent)(struct conn *c, int res);
+    /* timeout - the session's deadline passed: true when the transport dealt with it (a
+     * handshake that stalled) and the session is closed. NULL: none */
+    bool (*timeout)(struct conn *c);
+    /* release - the session is being freed: drop the transport's state. NULL: none */
+    void (*release)(struct conn *c);
+};
+
+extern const struct conn_io conn_io_plain;
+
 /* session services, smtp_server.c */
 void conn_reply(struct conn *c, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
 void conn_flush(struct conn *c);
+void conn_send(struct conn *c, const void *p, size_t len);
+void conn_queue_input(struct conn *c, uint16_t bid, int len);
+void conn_drop_input(struct conn *c);
+void conn_recv_pause(struct conn *c);
+void conn_wait_resources(struct conn *c);
 void conn_close(struct conn *c);
 void conn_reap(struct conn *c);
 void conn_close_after_reply(struct conn *c);
@@ -115,6 +149,23 @@ void txn_end(struct conn *c);
 void txn_free(struct txn *t);
 void conn_rejected(struct conn *c, const char *reply, const char *reason);
 void smtp_server_resume(struct conn *c);
+
+/* TLS services, net/smtp_tls.c */
+
+/* conn_is_tls - the session runs over a completed TLS handshake. */
+bool conn_is_tls(const struct conn *c);
+
+/* conn_tls_offered - STARTTLS may be offered: a starttls listener, a certificate loaded,
+ * and the session is not yet TLS. */
+bool conn_tls_offered(const struct conn *c);
+
+/* conn_starttls - RFC 3207: reply 220, throw away any input pipelined after the command,
+ * and start the handshake. The caller has reset the session (no transaction, no EHLO, no
+ * login) and set state ST_INIT. Replies 454 4.7.0 and returns false if TLS is unavailable. */
+bool conn_starttls(struct conn *c);
+
+/* conn_tls_accept - implicit TLS listener: start the handshake before the greeting. */
+void conn_tls_accept(struct conn *c);
 
 /* the command table, smtp_commands.c */
 
