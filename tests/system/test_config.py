@@ -61,11 +61,14 @@ def test_check_good_file(tmp_path):
     assert not os.path.exists(tmp_path / "spool")     # -t creates nothing
 
 
-def test_check_example_config():
+def test_check_example_config(tmp_path):
     example = os.path.join(REPO, "deploy", "ringrelay.conf.example")
     if not os.path.exists(example):
         pytest.skip("no deploy/ringrelay.conf.example")
-    r = run(["-t", "-c", example], cwd=REPO)
+    # the demo's certificate and passwd-file, made as `make run` makes them
+    subprocess.run(["sh", os.path.join(REPO, "deploy", "demo-files.sh"), str(tmp_path)],
+                   check=True, timeout=60)
+    r = run(["-t", "-c", example], cwd=str(tmp_path))
     assert r.returncode == 0, r.stderr
 
 
