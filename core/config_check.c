@@ -3,13 +3,17 @@
  *
  * FUNCTIONS
  *   config_check_files    every file named exists and is readable, the spool directory
- *                         exists or can be created, the Dovecot socket exists
+ *                         exists or can be created
  *
  * DESIGN
  *   Built on core/config.h alone: paths are read from struct rr_config, and every problem is
  *   reported at the line of the key that named the file through config_where(), as
  *   "FILE:LINE: message" ("-o:N: message" for an override, "FILE:0" for a default), the same
  *   form config_load() uses.
+ *   [auth] dovecot_socket is not looked at: Dovecot may start after ringrelay (or be
+ *   restarted meanwhile), and a login is refused with a temporary error until it is up;
+ *   Postfix does not check smtpd_sasl_path either. config_load() has already refused a path
+ *   too long for a socket address, and passwd_file together with dovecot_socket.
  *
  * SECURITY
  *   Paths come from the operator. Only regular files are opened, and only to test that they
@@ -152,7 +156,6 @@ static int check_spool(const struct rr_config *cfg, FILE *errs)
 /* config_check_files - the -t checks (see core/config.h). */
 int config_check_files(const struct rr_config *cfg, FILE *errs)
 {
-    struct stat sb;
     const char *why;
     int problems = 0;
 
@@ -165,9 +168,6 @@ int config_check_files(const struct rr_config *cfg, FILE *errs)
     if (cfg->relay_tls == RELAY_TLS_VERIFY && (why = unreadable(cfg->relay_tls_ca_file)))
         problems += report(errs, cfg, "relay", "tls_ca_file", "cannot read %s: %s",
                            cfg->relay_tls_ca_file, why);
-    if (cfg->dovecot_socket[0] && stat(cfg->dovecot_socket, &sb))
-        problems += report(errs, cfg, "auth", "dovecot_socket", "%s: %s", cfg->dovecot_socket,
-                           strerror(errno));
     problems += check_spool(cfg, errs);
     return problems;
 }

@@ -104,7 +104,8 @@ static void test_check_files(void)
     free(errs);
     config_free(&cfg);
 
-    /* the dovecot socket missing, a directory as a file, spool problems, all from -o */
+    /* the dovecot socket missing is fine (Dovecot may start later); a directory as a file,
+     * spool problems, all from -o */
     char o3[1024], o4[1024], o5[1024];
     snprintf(o3, sizeof(o3), "auth.dovecot_socket=%s", path_in("auth.sock"));
     snprintf(o4, sizeof(o4), "tls.cert=%s", tmpdir);
@@ -116,10 +117,8 @@ static void test_check_files(void)
     e = open_memstream(&errs, &size);
     problems = config_check_files(&cfg, e);
     fclose(e);
-    CHECK(problems == 3, "check -o: %d\n%s", problems, errs);
-    snprintf(line, sizeof(line), "-o:1: dovecot_socket: %s: No such file or directory",
-             path_in("auth.sock"));
-    CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
+    CHECK(problems == 2 && !strstr(errs, "dovecot_socket"), "check -o: %d\n%s", problems,
+          errs);
     snprintf(line, sizeof(line), "-o:2: cert: cannot read %s: Is a directory", tmpdir);
     CHECK(has_line(errs, line), "missing '%s' in:\n%s", line, errs);
     snprintf(line, sizeof(line), "-o:3: spool_dir: %s cannot be created: %s is not a "
