@@ -14,6 +14,7 @@
  */
 #include <errno.h>
 #include <inttypes.h>
+#include <poll.h>
 #include <sched.h>
 #include <stdatomic.h>
 #include <string.h>
@@ -23,6 +24,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/auth_pool.h"
 #include "core/control.h"
 #include "core/engine.h"
 #include "core/log.h"
@@ -30,6 +32,7 @@
 #include "core/spool_writer.h"
 #include "net/dns.h"
 #include "net/http_metrics.h"
+#include "net/smtp_auth.h"
 #include "net/smtp_server.h"
 
 #define ENGINE_STOP_GRACE_MS 30000   /* sessions still busy this long after SIGTERM are closed */
@@ -175,6 +178,42 @@ static void arm_wake(struct worker *w)
     io_uring_sqe_set_data64(sqe, engine_ud(OP_WAKE, 0, 0));
 }
 
+/* arm_auth - wait for password checks coming back from the auth pool: an 8-byte read of this
+ * worker's eventfd (slot 0), or, when a read found it empty (-EAGAIN: the eventfd is
+ * non-blocking, and the kernel may answer at once rather than wait), a poll for it (slot 1)
+ * that is followed by the read. Nothing when the pool is not running. */
+static void arm_auth(struct worker *w, bool poll)
+{
+    int fd = auth_pool_worker_fd(w->id);
+    struct io_uring_sqe *sqe;
+
+    if (fd < 0)
+        return;
+    sqe = engine_sqe(w);
+    if (poll)
+        io_uring_prep_poll_add(sqe, fd, POLLIN);
+    else
+        io_uring_prep_read(sqe, fd, &w->auth_value, sizeof(w->auth_value), 0);
+    io_uring_sqe_set_data64(sqe, engine_ud(OP_AUTH_DONE, poll ? 1 : 0, 0));
+}
+
+/* auth_done - the auth-pool eventfd read (slot 0) or poll (slot 1) completed. The read is
+ * kept armed while the worker lives, stopping included: a session waiting for its check
+ * keeps the worker from leaving until the check is back. */
+static void auth_done(struct worker *w, uint32_t slot, int res)
+{
+    if (res < 0 && res != -EAGAIN && res != -EINTR) {
+        /* Only a bug gets here (the eventfd is the pool's until after the workers end);
+         * sessions would wait for their checks forever. */
+        log_event(LOG_FATAL, "event=bug what=auth_eventfd worker=%u error=%s", w->id,
+                  log_q(strerror(-res)));
+        abort();
+    }
+    if (slot == 0)
+        smtp_auth_worker_done(w);
+    arm_auth(w, slot == 0 && res == -EAGAIN);
+}
+
 /* arm_accept - multishot accept on listening socket i. */
 static void arm_accept(struct worker *w, unsigned i)
 {
@@ -288,6 +327,9 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe, uint64_t *last_
             begin_stop(w);
         else
             arm_wake(w);
+        break;
+    case OP_AUTH_DONE:
+        auth_done(w, slot, cqe->res);
         break;
     case OP_SPOOL_WRITE:
     case OP_SPOOL_FSYNC:
@@ -425,6 +467,7 @@ static void *worker_main(void *arg)
     log_batch_begin();
     arm_tick(w);
     arm_wake(w);
+    arm_auth(w, false);
     if (w->http)
         http_metrics_arm(w);
 

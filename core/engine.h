@@ -5,7 +5,9 @@
  * SO_REUSEPORT socket per listen address), its sessions, its spool segments, its queue and
  * outbound connections, and its metrics shard. Nothing is shared between workers on the
  * per-message path; the only cross-thread traffic is the configuration pointer (read at a
- * reload), a wake-up eventfd and the ringctl mailbox (core/control_job.c).
+ * reload), a wake-up eventfd, the ringctl mailbox (core/control_job.c) and the password
+ * checks lent to the auth pool, which come back through an eventfd of their own
+ * (core/auth_pool.h, OP_AUTH_DONE).
  *
  * Every operation in flight carries user_data = {op:8, slot:24, gen:32}: op picks the handler,
  * slot the object (session, spool write, segment), gen rejects completions that arrive after
@@ -62,6 +64,7 @@ enum engine_op {
     OP_QUEUE_UNLINK,  /* slot = queue segment: its file is removed */
     OP_QUEUE_DIRSYNC, /* the spool directory is synced after removals */
     OP_QUEUE_APPEND,  /* slot = appending segment: outcome records written and synced */
+    OP_AUTH_DONE,     /* the worker's auth-pool eventfd: slot 0 = read, 1 = poll */
     OP_COUNT
 };
 
@@ -134,6 +137,7 @@ struct worker {
 
     int wake_fd;                  /* eventfd the main thread writes to */
     uint64_t wake_value;          /* read target of the pending OP_WAKE */
+    uint64_t auth_value;          /* read target of the pending OP_AUTH_DONE */
     uint64_t cfg_gen;             /* configuration generation in use */
     const struct rr_config *cfg;  /* configuration in use (published by main) */
 

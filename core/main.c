@@ -28,6 +28,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/auth_pool.h"
 #include "core/config.h"
 #include "core/control.h"
 #include "core/engine.h"
@@ -288,6 +289,7 @@ static struct rr_config *reload(const struct options *o, struct rr_config *old)
     }
     cfg->workers = old->workers;
     cfg->connections_max = old->connections_max;
+    auth_cache_flush();  /* passwords may have changed with the files or the backend */
     atomic_store_explicit(&engine.cfg, cfg, memory_order_release);
     gen = atomic_fetch_add_explicit(&engine.cfg_gen, 1, memory_order_acq_rel) + 1;
     engine_wake(&engine);
@@ -336,6 +338,8 @@ int main(int argc, char **argv)
         return 1;
     if (opts.check_only) {
         printf("configuration ok\n");
+        config_free(cfg);
+        free(cfg);
         return 0;
     }
 
@@ -389,12 +393,25 @@ int main(int argc, char **argv)
     if (drop_privileges(cfg) < 0)
         return 1;
 
+    /* The password-check helpers run whether or not AUTH is configured now: a reload may
+     * turn it on. Started after the privilege drop, before the workers arm its eventfds. */
+    {
+        struct auth_pool_config apc = auth_pool_default(engine.count);
+        err = auth_pool_start(&apc);
+        if (err) {
+            log_event(LOG_FATAL, "event=start_failed what=auth_pool error=%s",
+                      log_q(strerror(-err)));
+            return 1;
+        }
+    }
     err = engine_start(&engine, cfg, engine.count);
     if (err) {
         log_event(LOG_FATAL, "event=start_failed error=%s", log_q(strerror(-err)));
         atomic_store(&engine.stop, true);
         engine_go(&engine);
         engine_join(&engine);
+        auth_pool_stop();
+        auth_pool_free();
         return 1;
     }
     engine_go(&engine);
@@ -435,6 +452,10 @@ int main(int argc, char **argv)
     err = engine_join(&engine);
     if (err)
         status = 1;
+    /* Every check came back before its worker left (a waiting session keeps it): nothing
+     * is in the pool any more. */
+    auth_pool_stop();
+    auth_pool_free();
     log_event(LOG_INFO, "event=stopped");
     config_free(cfg);
     free(cfg);

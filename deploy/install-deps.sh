@@ -11,7 +11,7 @@ BUILD="make gcc pkg-config liburing-dev libwolfssl-dev libjemalloc-dev libbpf-de
        libinih-dev libc-ares-dev libcrypt-dev linux-libc-dev clang llvm libclang-rt-14-dev
        bpftool"
 RUN="openssl ca-certificates iproute2"
-TEST="python3 python3-pytest swaks postfix dovecot-core dnsmasq-base curl procps psmisc
+TEST="python3 python3-pytest swaks libnet-ssleay-perl postfix dovecot-core dnsmasq-base curl procps psmisc
       util-linux"
 
 missing=""
@@ -45,4 +45,8 @@ trap cleanup EXIT
 apt-get update -qq
 # shellcheck disable=SC2086
 apt-get install -y -qq --no-install-recommends $missing >/dev/null
+# The peers are started by the tests only: never at boot either.
+if command -v systemctl >/dev/null 2>&1; then
+    systemctl disable dovecot.service postfix.service >/dev/null 2>&1 || true
+fi
 echo "install-deps: done"

@@ -5,14 +5,18 @@
  *
  * Functions: smtp_command(), smtp_end_of_content(), smtp_protocol_error().
  *
- * SECURITY: lines reach here bounded (512 octets) with CRLF removed; every argument goes
- * through net/smtp_parse.c before use. Relaying is allowed only to clients inside
- * trusted_networks for now (the policy layer refines this). A client that pipelines where
- * RFC 2920 forbids it, or without having been offered PIPELINING, is refused and dropped,
- * so no command can be smuggled behind one whose outcome it did not wait for.
+ * SECURITY: lines reach here bounded (512 octets; AUTH lines by RFC 4954's larger bound,
+ * see net/smtp_auth.h) with CRLF removed; every argument goes through net/smtp_parse.c (or
+ * net/sasl.c for AUTH) before use. Relaying is allowed to authenticated clients and to
+ * clients inside trusted_networks for now (the policy layer refines this); a listener with
+ * auth = required wants AUTH before MAIL from everyone. A client that pipelines where RFC
+ * 2920 forbids it, or without having been offered PIPELINING, is refused and dropped, so no
+ * command can be smuggled behind one whose outcome it did not wait for; AUTH and its
+ * response lines end a group, and what follows STARTTLS is thrown away unread.
  *
  * STANDARDS: RFC 5321, RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 2034 (ENHANCEDSTATUSCODES),
- * RFC 2920 (PIPELINING), RFC 3030 (CHUNKING), RFC 6531 (SMTPUTF8).
+ * RFC 2920 (PIPELINING), RFC 3030 (CHUNKING), RFC 6531 (SMTPUTF8), RFC 3207 (STARTTLS),
+ * RFC 4954 (AUTH; the exchange itself is net/smtp_auth.c).
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -25,6 +29,8 @@
 #include "core/alloc.h"
 #include "core/log.h"
 #include "core/queue.h"
+#include "core/spool.h"
+#include "net/smtp_auth.h"
 #include "net/smtp_session.h"
 
 #define S(st) (1u << (st))
@@ -38,6 +44,9 @@ struct cmd_ctx {
     struct smtp_mail_params params; /* MAIL parameters */
     uint64_t chunk_bytes;         /* BDAT size */
     bool chunk_last;              /* BDAT LAST */
+    enum sasl_mech mech;          /* AUTH mechanism */
+    const char *initial;          /* AUTH initial response (points into the line), or NULL */
+    size_t initial_len;           /* bytes of initial */
 };
 
 struct cmd_def {
@@ -109,6 +118,10 @@ static void proceed_helo(struct conn *c, struct cmd_ctx *x)
     conn_reply(c, "250-PIPELINING");
     conn_reply(c, "250-SIZE %" PRIu64, cfg->message_bytes_max);
     conn_reply(c, "250-8BITMIME");
+    if (conn_tls_offered(c))
+        conn_reply(c, "250-STARTTLS");
+    if (smtp_auth_offered(c))
+        conn_reply(c, "250-AUTH PLAIN LOGIN");
     conn_reply(c, "250-ENHANCEDSTATUSCODES");
     conn_reply(c, "250-CHUNKING");
     conn_reply(c, "250 SMTPUTF8");
@@ -122,7 +135,9 @@ static bool check_mail(struct conn *c, struct cmd_ctx *x)
     uint64_t free_bytes = atomic_load_explicit(&engine.spool_free_bytes, memory_order_relaxed);
     enum smtp_parse_err e;
 
-    if (cfg->listeners[c->listener].auth == AUTH_REQUIRED) {
+    /* auth = required holds for trusted networks too: they may relay without AUTH only
+     * where the listener leaves AUTH optional. */
+    if (cfg->listeners[c->listener].auth == AUTH_REQUIRED && !c->authenticated) {
         refuse_message(c, "530 5.7.0 Authentication required", MSG_AUTH_REQUIRED);
         return false;
     }
@@ -183,7 +198,8 @@ static bool check_rcpt(struct conn *c, struct cmd_ctx *x)
         smtp_protocol_error(c, PROTO_SYNTAX);
         return false;
     }
-    if (!config_net_match(cfg->trusted_networks, cfg->trusted_network_count, &c->peer.sa)) {
+    if (!c->authenticated &&
+        !config_net_match(cfg->trusted_networks, cfg->trusted_network_count, &c->peer.sa)) {
         refuse_rcpt(c, "554 5.7.1 Relay access denied", RCPT_RELAY_DENIED);
         return false;
     }
@@ -353,6 +369,94 @@ static bool check_not_offered(struct conn *c, struct cmd_ctx *x)
     return false;
 }
 
+/* ---- STARTTLS (RFC 3207; the transport is net/smtp_tls.c's) ---- */
+
+static bool check_starttls(struct conn *c, struct cmd_ctx *x)
+{
+    if (conn_is_tls(c)) {
+        refuse(c, "554 5.5.1 Error: TLS already active", PROTO_SEQUENCE);
+        return false;
+    }
+    if (!conn_tls_offered(c))
+        return check_not_offered(c, x);
+    if (x->cmd.arg_len) {
+        refuse(c, "501 5.5.4 Syntax: STARTTLS", PROTO_SYNTAX);
+        return false;
+    }
+    return true;
+}
+
+static void proceed_starttls(struct conn *c, struct cmd_ctx *x)
+{
+    /* RFC 3207 4.2: discard all knowledge obtained from the client. */
+    txn_end(c);
+    c->helo[0] = '\0';
+    c->esmtp = false;
+    smtp_auth_forget(c);
+    conn_set_state(c, ST_INIT);
+    conn_starttls(c);
+}
+
+/* ---- AUTH (RFC 4954; the exchange is net/smtp_auth.c's) ---- */
+
+static bool check_auth(struct conn *c, struct cmd_ctx *x)
+{
+    const struct rr_config *cfg = c->w->cfg;
+    const char *a = x->cmd.arg, *end = a + x->cmd.arg_len, *sp, *p;
+
+    if (!smtp_auth_available(c)) {
+        smtp_auth_refused(c, "502 5.5.1 AUTH not available", "not_available", AUTHR_REFUSED,
+                          PROTO_UNKNOWN_COMMAND);
+        return false;
+    }
+    if (c->authenticated) {
+        smtp_auth_refused(c, "503 5.5.1 Error: already authenticated", "already_authenticated",
+                          AUTHR_REFUSED, PROTO_SEQUENCE);
+        return false;
+    }
+    if (c->state == ST_MAIL) {
+        smtp_auth_refused(c, "503 5.5.1 Error: MAIL transaction in progress", "in_transaction",
+                          AUTHR_REFUSED, PROTO_SEQUENCE);
+        return false;
+    }
+    if (!conn_is_tls(c) && !cfg->auth_plaintext) {
+        smtp_auth_refused(c, "538 5.7.11 Encryption required for requested authentication "
+                          "mechanism", "encryption_required", AUTHR_REFUSED, -1);
+        return false;
+    }
+    sp = memchr(a, ' ', x->cmd.arg_len);
+    if (!x->cmd.arg_len || sp == a) {
+        smtp_auth_refused(c, "501 5.5.4 Syntax: AUTH mechanism [initial-response]", "syntax",
+                          AUTHR_MALFORMED, PROTO_SYNTAX);
+        return false;
+    }
+    x->mech = sasl_mech_parse(a, sp ? (size_t)(sp - a) : x->cmd.arg_len);
+    if (x->mech == SASL_MECH_UNKNOWN) {
+        smtp_auth_refused(c, sasl_status_reply(SASL_BAD_MECH), "unknown_mechanism",
+                          AUTHR_MALFORMED, -1);
+        return false;
+    }
+    x->initial = NULL;
+    x->initial_len = 0;
+    if (sp) {  /* the parser removed trailing spaces: an argument follows */
+        for (p = sp; p < end && *p == ' '; p++)
+            ;
+        if (memchr(p, ' ', (size_t)(end - p))) {
+            smtp_auth_refused(c, "501 5.5.4 Syntax: AUTH mechanism [initial-response]",
+                              "syntax", AUTHR_MALFORMED, PROTO_SYNTAX);
+            return false;
+        }
+        x->initial = p;
+        x->initial_len = (size_t)(end - p);
+    }
+    return true;
+}
+
+static void proceed_auth(struct conn *c, struct cmd_ctx *x)
+{
+    smtp_auth_start(c, x->mech, x->initial, x->initial_len);
+}
+
 static const struct cmd_def commands[SMTP_VERB_COUNT] = {
     [SMTP_VERB_HELO] = { SMTP_VERB_HELO, ANY_SESSION, true, check_helo, proceed_helo },
     [SMTP_VERB_EHLO] = { SMTP_VERB_EHLO, ANY_SESSION, true, check_helo, proceed_helo },
@@ -366,8 +470,13 @@ static const struct cmd_def commands[SMTP_VERB_COUNT] = {
     [SMTP_VERB_VRFY] = { SMTP_VERB_VRFY, ANY_SESSION, false, NULL, proceed_vrfy },
     [SMTP_VERB_EXPN] = { SMTP_VERB_EXPN, ANY_SESSION, false, check_not_offered, NULL },
     [SMTP_VERB_HELP] = { SMTP_VERB_HELP, ANY_SESSION, false, NULL, proceed_help },
-    [SMTP_VERB_STARTTLS] = { SMTP_VERB_STARTTLS, ANY_SESSION, true, check_not_offered, NULL },
-    [SMTP_VERB_AUTH] = { SMTP_VERB_AUTH, ANY_SESSION, true, check_not_offered, NULL },
+    [SMTP_VERB_STARTTLS] = { SMTP_VERB_STARTTLS, ANY_SESSION, true, check_starttls,
+                             proceed_starttls },
+    /* AUTH ends a pipelined group, as RFC 2920 3.1 has the commands whose success or
+     * failure changes the state the client must follow do: a 334 wants a response line,
+     * and auth = required decides MAIL by the outcome. */
+    [SMTP_VERB_AUTH] = { SMTP_VERB_AUTH, S(ST_READY) | S(ST_MAIL), true, check_auth,
+                         proceed_auth },
 };
 
 /* sequence_reply - the 503 for a verb out of sequence in the current state. */
@@ -380,6 +489,15 @@ static const char *sequence_reply(struct conn *c, enum smtp_verb verb)
     return "503 5.5.1 Error: need MAIL command";
 }
 
+/* improper_pipelining - 554 and close: input came ahead of a reply it had to wait for. */
+static void improper_pipelining(struct conn *c)
+{
+    conn_reply(c, "554 5.5.0 Error: improper use of SMTP command pipelining");
+    conn_rejected(c, "554 5.5.0", "improper_pipelining");
+    metrics_add(&c->w->m->protocol_errors[PROTO_PIPELINING], 1);
+    conn_close_after_reply(c);
+}
+
 /* smtp_command - one command line: pipelining rules, sequence, check, proceed. */
 void smtp_command(struct conn *c, const char *line, size_t len, bool pending)
 {
@@ -388,6 +506,15 @@ void smtp_command(struct conn *c, const char *line, size_t len, bool pending)
     enum smtp_parse_err e;
 
     conn_idle_deadline(c);
+    if (c->state == ST_AUTH) {
+        /* A response to a 334, not a command (RFC 4954 4); like the AUTH command it must
+         * wait for its reply before anything follows. */
+        if (pending)
+            improper_pipelining(c);
+        else
+            smtp_auth_response(c, line, len);
+        return;
+    }
     e = smtp_cmd_parse(line, len, &x.cmd);
     if (e == SMTP_PARSE_NUL) {
         refuse(c, smtp_parse_reply(e, false), PROTO_BAD_BYTES);
@@ -399,12 +526,12 @@ void smtp_command(struct conn *c, const char *line, size_t len, bool pending)
     }
     d = &commands[x.cmd.verb];
     /* RFC 2920: without PIPELINING offered nothing may be sent ahead; with it, commands
-     * whose outcome changes what may follow must end their group. QUIT ends the session. */
-    if (pending && x.cmd.verb != SMTP_VERB_QUIT && (!c->esmtp || d->last_in_group)) {
-        conn_reply(c, "554 5.5.0 Error: improper use of SMTP command pipelining");
-        conn_rejected(c, "554 5.5.0", "improper_pipelining");
-        metrics_add(&c->w->m->protocol_errors[PROTO_PIPELINING], 1);
-        conn_close_after_reply(c);
+     * whose outcome changes what may follow must end their group. QUIT ends the session;
+     * STARTTLS throws whatever follows it away unread (RFC 3207 4.2, net/smtp_tls.c), as
+     * Postfix does, so neither needs the refusal. */
+    if (pending && x.cmd.verb != SMTP_VERB_QUIT && x.cmd.verb != SMTP_VERB_STARTTLS &&
+        (!c->esmtp || d->last_in_group)) {
+        improper_pipelining(c);
         return;
     }
     if (!(d->states & S(c->state))) {
@@ -423,7 +550,8 @@ void smtp_command(struct conn *c, const char *line, size_t len, bool pending)
 static void envelope_build(struct conn *c, struct txn *t, uint64_t bytes)
 {
     const struct rr_config *cfg = c->w->cfg;
-    size_t cap = 1024 + strlen(c->helo) + (t->rcpt_count + 1) * (SMTP_PATH_BYTES_MAX + 8);
+    size_t cap = 1024 + strlen(c->helo) + strlen(c->login) +
+                 (t->rcpt_count + 1) * (SMTP_PATH_BYTES_MAX + 8);
     char qid[17];
     struct timespec now;
     int n;
@@ -432,10 +560,11 @@ static void envelope_build(struct conn *c, struct txn *t, uint64_t bytes)
     spool_qid_format(t->sm.qid, qid);
     t->envelope = rr_malloc(cap);
     n = snprintf(t->envelope, cap,
-                 "qid %s\ntime %lld\nsize %" PRIu64 "\nip %s\nhelo %s\nlogin \nlistener %s\n"
+                 "qid %s\ntime %lld\nsize %" PRIu64 "\nip %s\nhelo %s\nlogin %s\nlistener %s\n"
                  "proto %s\nbody %s\nsmtputf8 %d\nfrom %s\n",
                  qid, (long long)now.tv_sec * 1000 + now.tv_nsec / 1000000, bytes,
-                 c->peer_text, c->helo, cfg->listeners[c->listener].name,
+                 c->peer_text, c->helo, c->authenticated ? c->login : "",
+                 cfg->listeners[c->listener].name,
                  c->esmtp ? "ESMTP" : "SMTP",
                  t->params.body == SMTP_BODY_8BITMIME ? "8BITMIME" : "7BIT",
                  t->params.smtputf8, t->from.text);
@@ -461,17 +590,22 @@ static void spool_done(struct worker *w, struct spool_msg_w *sm, int err)
     struct txn *t = (struct txn *)sm;
     struct conn *c = t->conn;
     char qid[17];
+    const char *login;
+    size_t login_len = 0;
 
     spool_qid_format(sm->qid, qid);
     if (err == 0) {
-        /* Durable: counted as accepted whether or not the client is still there. */
+        /* Durable: counted as accepted whether or not the client is still there. The login
+         * comes from the envelope: the session may be gone. Unauthenticated: "login=" with
+         * no value, so the key is always there for whoever splits the line. */
+        login = spool_env_get(t->envelope, t->envelope_len, "login", NULL, &login_len);
         metrics_add(&w->m->messages_accepted, 1);
         metrics_add(&w->m->bytes_accepted, sm->bytes);
         metrics_add(&w->m->recipients_accepted, t->rcpt_count);
         metrics_observe(&w->m->accept_latency, w->now_ns > t->end_ns ? w->now_ns - t->end_ns : 0);
         log_event(LOG_INFO, "event=accepted id=%s from=<%s> nrcpt=%u size=%" PRIu64
-                  " login= peer=%s", qid, t->from.len ? log_q(t->from.text) : "",
-                  t->rcpt_count, sm->bytes,
+                  " login=%s peer=%s", qid, t->from.len ? log_q(t->from.text) : "",
+                  t->rcpt_count, sm->bytes, login && login_len ? log_qn(login, login_len) : "",
                   c ? c->peer_text : "gone");
         queue_add(w, sm->qid, sm->seg_id, t->envelope, t->envelope_len, spool_msg_chunks(sm),
                   sm->chunks, sm->bytes);

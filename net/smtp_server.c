@@ -21,8 +21,9 @@
  * code path ever touches a freed session. Completions carrying an older generation than
  * the slot's are dropped (their buffers still go back).
  *
- * SECURITY: every byte is peer input. Command lines are bounded at 512 octets, queued input
- * at CONN_IN_BUFS_MAX buffers, replies at CONN_OUT_BYTES; a peer that talks before the
+ * SECURITY: every byte is peer input. Command lines are bounded at 512 octets (AUTH lines at
+ * RFC 4954's larger bound, in a buffer of their own only while split: smtp_auth.h), queued
+ * input at CONN_IN_BUFS_MAX buffers, replies at CONN_OUT_BYTES; a peer that talks before the
  * greeting, pipelines where it may not, idles or trickles is cut off with a reply, a log line
  * and a counter.
  *
@@ -40,11 +41,13 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "net/smtp_auth.h"
 #include "net/smtp_server.h"
 #include "net/smtp_session.h"
 
 const char *const smtp_state_name[ST_COUNT] = {
-    "greeting", "init", "ready", "mail", "data", "bdat", "commit", "closing",
+    "greeting", "init", "ready", "mail", "data", "bdat", "commit", "auth", "auth_wait",
+    "closing",
 };
 
 /* Worker-private session bookkeeping beyond struct worker. */
@@ -238,10 +241,11 @@ void conn_reap(struct conn *c)
     struct worker *w = c->w;
     struct io_uring_sqe *sqe;
 
-    if (!c->closing || c->ops || c->waiting)
+    if (!c->closing || c->ops || c->waiting || c->auth_pending)
         return;
     if (c->io->release)
         c->io->release(c);
+    smtp_auth_release(c);
     if (c->fd >= 0) {
         sqe = engine_sqe(w);
         io_uring_prep_close(sqe, c->fd);
@@ -471,53 +475,93 @@ const struct conn_io conn_io_plain = {
     .sent = plain_sent,
 };
 
-/* command_in - consume bytes of a command line; returns bytes consumed. */
+/* line_held - where the part of a command line split across buffers is kept. */
+static char *line_held(struct conn *c)
+{
+    return c->auth_line ? c->auth_line : c->line;
+}
+
+/* line_keep - keep n more bytes of a split line (the caller checked its bound); an AUTH line
+ * longer than line[] moves to a buffer of its own, which lives until the line is handled. */
+static void line_keep(struct conn *c, const char *data, size_t n)
+{
+    if (!c->auth_line && c->line_len + n > SMTP_COMMAND_LINE_BYTES_MAX) {
+        c->auth_line = rr_malloc(SMTP_AUTH_LINE_BYTES);
+        memcpy(c->auth_line, c->line, c->line_len);
+    }
+    memcpy(line_held(c) + c->line_len, data, n);
+    c->line_len += (uint16_t)n;
+}
+
+/* command_in - consume bytes of a command line; returns bytes consumed. A line is at most
+ * 512 octets, or for AUTH (RFC 4954) SMTP_AUTH_LINE_BYTES_MAX in one buffer and
+ * SMTP_AUTH_LINE_BYTES when split (no longer split line can be valid credentials). */
 static size_t command_in(struct conn *c, const char *data, size_t avail, bool more_buffers)
 {
     const char *lf = memchr(data, '\n', avail);
     const char *line;
-    size_t take, len;
+    size_t take = lf ? (size_t)(lf - data) + 1 : avail, len;
+    bool auth = smtp_auth_line_long(c, line_held(c), c->line_len, data, take);
+    size_t held_max = auth ? SMTP_AUTH_LINE_BYTES : SMTP_COMMAND_LINE_BYTES_MAX;
     bool bare_lf;
 
     if (!lf) {  /* partial line: keep it (bounded) until the rest arrives */
-        if (c->line_len + avail > SMTP_COMMAND_LINE_BYTES_MAX)
+        if (c->line_len + avail <= held_max) {
+            line_keep(c, data, avail);
+        } else {
+            /* Too long: discard to the end of the line, but keep what fits in line[], so
+             * that the rest is still known as (say) an AUTH line when it comes. */
             c->line_overflow = true;
-        else
-            memcpy(c->line + c->line_len, data, avail), c->line_len += (uint16_t)avail;
+            if (c->line_len < SMTP_COMMAND_LINE_BYTES_MAX && !c->auth_line) {
+                size_t n = SMTP_COMMAND_LINE_BYTES_MAX - c->line_len;
+                line_keep(c, data, n < avail ? n : avail);
+            }
+        }
         return avail;
     }
-    take = (size_t)(lf - data) + 1;
     if (c->line_len) {
-        if (c->line_len + take > SMTP_COMMAND_LINE_BYTES_MAX)
+        len = c->line_len + take - 1;
+        if (c->line_len + take > held_max)
             c->line_overflow = true;
         else
-            memcpy(c->line + c->line_len, data, take - 1);
-        line = c->line;
-        len = c->line_len + take - 1;
+            line_keep(c, data, take - 1);
+        line = line_held(c);
     } else {
         line = data;
         len = take - 1;
-        if (take > SMTP_COMMAND_LINE_BYTES_MAX)
+        if (take > (auth ? SMTP_AUTH_LINE_BYTES_MAX : SMTP_COMMAND_LINE_BYTES_MAX))
             c->line_overflow = true;
     }
     c->line_len = 0;
     if (c->line_overflow) {
         c->line_overflow = false;
-        conn_reply(c, "500 5.5.2 Line too long");
-        conn_rejected(c, "500 5.5.2", "line_too_long");
-        smtp_protocol_error(c, PROTO_LINE_TOO_LONG);
-        return take;
+        if (auth) {
+            smtp_auth_refuse_line(c, sasl_status_reply(SASL_TOO_LONG), PROTO_LINE_TOO_LONG);
+        } else {
+            conn_reply(c, "500 5.5.2 Line too long");
+            conn_rejected(c, "500 5.5.2", "line_too_long");
+            smtp_protocol_error(c, PROTO_LINE_TOO_LONG);
+        }
+        goto out;
     }
     bare_lf = !(len && line[len - 1] == '\r');
     if (!bare_lf)
         len--;
     if (bare_lf && c->w->cfg->line_endings == LINE_ENDINGS_REJECT) {
+        if (c->state == ST_AUTH) {  /* the exchange ends with the refusal */
+            smtp_auth_refuse_line(c, "550 5.5.2 Bare LF in command; lines must end in CRLF",
+                                  PROTO_BAD_BYTES);
+            goto out;
+        }
         conn_reply(c, "550 5.5.2 Bare LF in command; lines must end in CRLF");
         conn_rejected(c, "550 5.5.2", "bare_line_ending");
         smtp_protocol_error(c, PROTO_BAD_BYTES);
-        return take;
+        goto out;
     }
     smtp_command(c, line, len, take < avail || more_buffers);
+out:
+    free(c->auth_line);  /* only while a line needs it */
+    c->auth_line = NULL;
     return take;
 }
 
@@ -595,7 +639,7 @@ static void process_input(struct conn *c)
                 engine_buf_release(w, bid);
             continue;
         }
-        if (c->state == ST_COMMIT || c->waiting)
+        if (c->state == ST_COMMIT || c->state == ST_AUTH_WAIT || c->waiting)
             break;
         if (c->state == ST_GREETING) {
             conn_reply(c, "554 5.5.0 Protocol error: talking before the greeting");
@@ -633,7 +677,7 @@ static void process_input(struct conn *c)
         !c->recv_active)
         arm_recv(c);
     if (c->peer_eof && !c->closing && !c->close_after_send && c->in_head == ENGINE_BUF_NONE &&
-        c->state != ST_COMMIT && !c->waiting) {
+        c->state != ST_COMMIT && c->state != ST_AUTH_WAIT && !c->waiting) {
         /* All the client sent is handled and answered: a message cut short is dropped. */
         if (c->state == ST_DATA || c->state == ST_BDAT)
             conn_close(c);

@@ -11,6 +11,7 @@
 
 #include "core/engine.h"
 #include "core/spool_writer.h"
+#include "net/sasl.h"
 #include "net/smtp_data.h"
 #include "net/smtp_parse.h"
 
@@ -30,6 +31,9 @@ enum smtp_state {
     ST_DATA,                      /* reading DATA content */
     ST_BDAT,                      /* reading a BDAT chunk */
     ST_COMMIT,                    /* content complete, waiting for stable storage */
+    ST_AUTH,                      /* AUTH exchange: a response line to a 334 is next */
+    ST_AUTH_WAIT,                 /* AUTH credentials being checked, or the reply held back
+                                     (net/smtp_auth.c); input waits, as in ST_COMMIT */
     ST_CLOSING,                   /* on the way out; input is dropped */
     ST_COUNT
 };
@@ -37,6 +41,7 @@ enum smtp_state {
 struct conn;
 struct conn_tls;
 struct conn_io;
+struct smtp_auth;
 
 /* A mail transaction: from MAIL to the reply after its content. */
 struct txn {
@@ -104,6 +109,16 @@ struct conn {
     char helo[SMTP_DOMAIN_BYTES_MAX + 1]; /* HELO/EHLO argument */
     char line[SMTP_COMMAND_LINE_BYTES_MAX + 1]; /* command split across buffers */
     char out[CONN_OUT_BYTES];     /* replies waiting to be sent */
+
+    /* ---- AUTH (RFC 4954): net/smtp_auth.c owns these ---- */
+    bool authenticated;           /* AUTH succeeded; forgotten at STARTTLS (RFC 3207 4.2) */
+    bool auth_pending;            /* a password check is out in the auth pool: the session
+                                     is not freed before it comes back (a zombie if closed) */
+    uint8_t auth_failures;        /* failed AUTH exchanges on this connection */
+    struct smtp_auth *auth;       /* the exchange under way, NULL between exchanges */
+    char *auth_line;              /* an AUTH line split across input buffers and longer than
+                                     line[]: SMTP_AUTH_LINE_BYTES, only while it is read */
+    char login[SASL_USER_BYTES_MAX + 1]; /* the authenticated login, "" before (policy) */
 };
 
 /* The transport under a session: how bytes come in and go out. Plaintext is the ring's
