@@ -97,7 +97,8 @@ struct qdest {
     uint64_t expires_ms;          /* targets valid until (monotonic) */
     unsigned target_count;
     struct sockaddr_storage targets[QUEUE_TARGETS_MAX]; /* port set, best first */
-    char target_names[QUEUE_TARGETS_MAX][DNS_NAME_BYTES_MAX / 2]; /* host names for logs */
+    char target_names[QUEUE_TARGETS_MAX][DNS_NAME_BYTES_MAX]; /* host names: for logs, and
+                                     the name a verified TLS certificate must carry */
     unsigned next_target;         /* rotates the start among equal preferences */
     struct qjob *ready_head, *ready_tail;
     uint32_t ready_count;

@@ -7,12 +7,35 @@
  * or messages_per_connection is reached, then says QUIT.
  *
  * A connection is a state machine: CONNECT, GREETING, EHLO (HELO when EHLO is refused),
- * READY, then per job TXN (MAIL, RCPT..., DATA; sent as one batch when the peer offers
- * PIPELINING, else one at a time), BODY (content read back from the spool segment with
- * IORING_OP_READ, dot-stuffed by net/smtp_stuff.c into iovecs that point into the read
- * buffer, sent with IORING_OP_SENDMSG), DOT (the reply to the final dot), RSET, QUIT. Every
- * wait has a deadline: connect_timeout for the connection and the greeting, command_timeout
- * for each reply after that.
+ * STARTTLS and the TLS handshake when both sides want them, READY, then per job TXN (MAIL,
+ * RCPT..., DATA; sent as one batch when the peer offers PIPELINING, else one at a time), BODY
+ * (content read back from the spool segment with IORING_OP_READ, dot-stuffed by
+ * net/smtp_stuff.c into iovecs that point into the read buffer), DOT (the reply to the final
+ * dot), RSET, QUIT. Every wait has a deadline: connect_timeout for the connection and the
+ * greeting, command_timeout for each reply after that and for the whole TLS handshake.
+ *
+ * Transports: the protocol code sends plaintext pieces and asks for reply bytes through one
+ * small vtable (struct oconn_io) and hears back through send_done() and recv_done(). The
+ * plaintext transport is the ring's send/sendmsg and receive on the socket, the pieces
+ * pointing where they lie (no copy). The TLS transport (tls/tls.h over memory buffers)
+ * encrypts the pieces into records - large pieces where they lie, small ones gathered into
+ * one record of up to CLIENT_TLS_RECORD_BYTES - sends the ciphertext with the ring, and
+ * decrypts received ciphertext into the bytes the reply parser reads. wolfSSL never sees the
+ * socket and never blocks. One ring send is in flight at a time, as in plaintext; while it
+ * is, more plaintext is encrypted behind it (tls_out() keeps the bytes being sent in place),
+ * up to TLS_OUT_BYTES_MAX of ciphertext in all, which bounds what a connection holds.
+ *
+ * [relay] tls: none never says STARTTLS. may (the default) says STARTTLS when the peer offers
+ * it; a refused STARTTLS continues in plaintext, and a failed or timed-out handshake is logged,
+ * counted and retried once on a new connection to the same address without STARTTLS
+ * (Postfix's "may"); a peer without STARTTLS gets plaintext. encrypt: no STARTTLS offered, a
+ * refusal or a failed handshake fail the connection with a 4.7.x reason, like any connection
+ * that did not get through EHLO (next address, then the destination is backed off and its
+ * jobs deferred). verify: as encrypt, and the certificate chain must lead to a CA of
+ * [relay] tls_ca_file and name the next hop: the MX host name, or the smarthost's host name.
+ * An [address] smarthost has no name; its address text is the name to match (and no SNI is
+ * sent), which a CA-issued certificate does not carry, so verify fails there, as with
+ * Postfix's verify for an [address] next hop: name a smarthost by host name to verify it.
  *
  * Each operation carries {op, slot, gen}; at most one connect, one receive, one send and one
  * read are in flight per connection. A connection is freed in one place (conn_reap) once it
@@ -23,11 +46,18 @@
  * exhausted the destination as a whole failed (queue_dest_failed: it is backed off).
  *
  * STANDARDS: RFC 5321 (3.3, 4.1, 4.2, 4.5.2 transparency, 4.5.3.2 timeouts), RFC 2920
- * PIPELINING, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3463 status codes.
+ * PIPELINING, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3463 status codes,
+ * RFC 3207 STARTTLS (4.2: what the server said before TLS is forgotten and EHLO is sent
+ * again), RFC 7435 opportunistic security (may), RFC 6125 (host names in certificates).
  *
  * SECURITY: every reply byte is from the peer: net/smtp_reply.c parses it with bounded
  * buffers and a malformed reply drops the connection. The content sent is re-encoded by
- * smtp_stuff, so no bare CR or LF and no early end of data can leave the relay.
+ * smtp_stuff, so no bare CR or LF and no early end of data can leave the relay. Bytes that
+ * follow the 220 to STARTTLS in the same read (plaintext injected ahead of TLS, the
+ * CVE-2011-0411 pattern; a TLS server does not speak first) fail the start of TLS before the
+ * handshake begins; nothing read before TLS is used after it. Ciphertext is parsed by wolfSSL;
+ * a bad record, an alert or a failed check ends the connection. Every TLS outcome is logged
+ * (event=relay_tls, event=relay_tls_failed) and counted (ringrelay_relay_tls_total).
  */
 #include <errno.h>
 #include <arpa/inet.h>
@@ -46,6 +76,7 @@
 #include "core/queue_int.h"
 #include "net/smtp_reply.h"
 #include "net/smtp_stuff.h"
+#include "tls/tls.h"
 
 #define CLIENT_IN_BYTES      4096    /* reply bytes received at once */
 #define CLIENT_READ_BYTES    65536   /* content read from the spool at once */
@@ -54,15 +85,37 @@
 #define CLIENT_REPLY_BYTES   512     /* a reply kept for logs and bounces */
 #define CLIENT_IDLE_MS       2000    /* an idle connection waits this long for a job (Postfix's
                                         smtp_connection_cache_time_limit) */
+#define CLIENT_TLS_RX_BYTES  16384   /* ciphertext received at once */
+#define CLIENT_TLS_RECORD_BYTES 16384 /* plaintext gathered into one TLS record (the maximum
+                                        record, RFC 8446 5.1): fewer, larger records */
 
 enum cstate {
-    CS_CONNECT, CS_GREETING, CS_EHLO, CS_HELO, CS_READY, CS_TXN, CS_BODY, CS_DOT, CS_RSET,
-    CS_QUIT, CS_CLOSED
+    CS_CONNECT, CS_GREETING, CS_EHLO, CS_HELO, CS_STARTTLS, CS_TLS, CS_READY, CS_TXN, CS_BODY,
+    CS_DOT, CS_RSET, CS_QUIT, CS_CLOSED
 };
 
 static const char *const state_name[] = {
-    "connect", "greeting", "EHLO", "HELO", "ready", "MAIL/RCPT/DATA", "message content",
-    "end of data", "RSET", "QUIT", "closed",
+    "connect", "greeting", "EHLO", "HELO", "STARTTLS", "TLS handshake", "ready",
+    "MAIL/RCPT/DATA", "message content", "end of data", "RSET", "QUIT", "closed",
+};
+
+struct oconn;
+struct otls;
+
+/* The transport under the protocol code: how plaintext goes out and reply bytes come in.
+ * Plaintext is the ring's send and receive on the socket; TLS encrypts and decrypts in
+ * between. The protocol code calls send and recv and hears back through send_done() (the
+ * plaintext bytes that went, or -errno) and recv_done() (reply bytes, or 0 / -errno at the
+ * end); sent and received take the ring completions of the connection's send and receive. */
+struct oconn_io {
+    const char *name;             /* "plain", "tls" */
+    /* send - send the plaintext pieces iov[0..n), which stay put until send_done() */
+    void (*send)(struct worker *w, struct oconn *c, const struct iovec *iov, unsigned n);
+    /* recv - the protocol wants reply bytes */
+    void (*recv)(struct worker *w, struct oconn *c);
+    /* sent, received - a ring send or receive of the connection completed with res */
+    void (*sent)(struct worker *w, struct oconn *c, int res);
+    void (*received)(struct worker *w, struct oconn *c, int res);
 };
 
 struct oconn {
@@ -73,11 +126,20 @@ struct oconn {
     unsigned target;              /* index in d->targets */
     unsigned tries;               /* addresses tried */
     bool greeted;                 /* got past EHLO/HELO once: failures are the job's */
-    char remote[128];             /* "name[addr]:port", for logs */
+    char remote[DNS_NAME_BYTES_MAX + 64]; /* "name[addr]:port", for logs */
     uint32_t ext;                 /* enum smtp_ext of the peer */
     uint64_t size_max;            /* peer's SIZE, 0 = none */
     uint32_t ops;                 /* operations in flight */
-    bool recv_armed, send_armed, read_armed, connect_armed;
+    uint32_t attempt;             /* connections made so far: a code path that finds it changed
+                                     after a call knows its socket and TLS state are gone */
+    bool recv_armed, wire_armed, read_armed, connect_armed; /* ring operations in flight */
+    bool sending;                 /* a send of commands or content is under way (the transport
+                                     may take several ring sends for it); ends in send_done */
+    const struct oconn_io *io;    /* transport: plaintext, or TLS once STARTTLS got 220 */
+    struct otls *tls;             /* the TLS transport's state, else NULL */
+    bool tls_skip;                /* no STARTTLS on this address: the plaintext retry after a
+                                     failed handshake in mode may (once per address) */
+    struct iovec cmd_iov;         /* the command bytes being sent: out[out_off..out_len) */
     bool parsing;                 /* replies in c->in are being read: no receive into it now */
     bool want_recv;               /* a receive is wanted once parsing is over */
     bool closing;                 /* no new operations; reaped when ops reach 0 */
@@ -85,8 +147,8 @@ struct oconn {
     struct smtp_reply_parser rp;
     struct smtp_reply reply;      /* the reply just completed */
     char in[CLIENT_IN_BYTES];
-    char *out;                    /* commands to send; never changed while a send of it is
-                                     in flight (new commands wait in later) */
+    char *out;                    /* commands to send; never changed while it is being sent
+                                     (new commands wait in later) */
     size_t out_len, out_off, out_cap;
     char *later;                  /* commands queued while out is being sent */
     size_t later_len, later_cap;
@@ -130,6 +192,14 @@ struct client {
 static __thread struct client *cl;
 
 static void conn_fail(struct worker *w, struct oconn *c, const char *why);
+static void conn_failf(struct worker *w, struct oconn *c, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
+static void recv_done(struct worker *w, struct oconn *c, const char *buf, int res);
+static void send_done(struct worker *w, struct oconn *c, int res);
+static void next_target(struct worker *w, struct oconn *c);
+static void tls_up(struct worker *w, struct oconn *c);
+static void tls_failed(struct worker *w, struct oconn *c, const char *err, bool timeout);
+static void otls_free(struct oconn *c);
 static bool txn_start(struct worker *w, struct oconn *c);
 static void idle_unlink(struct oconn *c);
 static void body_next(struct worker *w, struct oconn *c);
@@ -148,9 +218,12 @@ int smtp_client_init(struct worker *w)
     return 0;
 }
 
-/* smtp_client_fini - free what is left (after the loop: nothing is in flight). */
+/* smtp_client_fini - free what is left (after the loop: nothing is in flight). Also the
+ * thread's wolfSSL tables: this runs on the worker thread after the inbound sessions are
+ * gone (smtp_server_fini), so no handshake of either side follows on this thread. */
 void smtp_client_fini(struct worker *w)
 {
+    tls_thread_done();
     if (!cl)
         return;
     for (uint32_t i = 0; i < cl->slots; i++)
@@ -166,6 +239,7 @@ void smtp_client_fini(struct worker *w)
                 for (uint16_t k = 0; k < c->job->count; k++)
                     free(c->rtext[k]);
             free(c->rtext);
+            otls_free(c);
             free(c);
         }
     free(cl->conns);
@@ -210,6 +284,7 @@ static void conn_reap(struct worker *w, struct oconn *c)
     free(c->rbuf);
     free(c->res);
     free(c->rtext);
+    otls_free(c);
     free(c);
     queue_conn_gone(w, d);
 }
@@ -232,36 +307,27 @@ static void conn_close(struct worker *w, struct oconn *c)
     }
 }
 
-/* arm_recv - wait for reply bytes. */
+/* arm_recv - wait for reply bytes (once the replies being parsed are done). */
 static void arm_recv(struct worker *w, struct oconn *c)
 {
-    struct io_uring_sqe *sqe;
-
-    if (c->recv_armed || c->closing)
+    if (c->closing)
         return;
     if (c->parsing) {
         c->want_recv = true;
         return;
     }
-    c->recv_armed = true;
-    c->ops++;
-    sqe = engine_sqe(w);
-    io_uring_prep_recv(sqe, c->fd, c->in, sizeof(c->in), 0);
-    io_uring_sqe_set_data64(sqe, engine_ud(OP_OUT_RECV, c->slot, c->gen));
+    c->io->recv(w, c);
 }
 
 /* flush_out - send the queued command bytes. */
 static void flush_out(struct worker *w, struct oconn *c)
 {
-    struct io_uring_sqe *sqe;
-
-    if (c->send_armed || c->closing || c->out_off == c->out_len)
+    if (c->sending || c->closing || c->out_off == c->out_len)
         return;
-    c->send_armed = true;
-    c->ops++;
-    sqe = engine_sqe(w);
-    io_uring_prep_send(sqe, c->fd, c->out + c->out_off, c->out_len - c->out_off, MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, engine_ud(OP_OUT_SEND, c->slot, c->gen));
+    c->sending = true;
+    c->cmd_iov.iov_base = c->out + c->out_off;
+    c->cmd_iov.iov_len = c->out_len - c->out_off;
+    c->io->send(w, c, &c->cmd_iov, 1);
 }
 
 /* out_add - queue one command line (without CRLF). */
@@ -270,11 +336,11 @@ static void out_add(struct oconn *c, const char *fmt, ...)
 {
     va_list ap;
     int n;
-    char **buf = c->send_armed ? &c->later : &c->out;
-    size_t *len = c->send_armed ? &c->later_len : &c->out_len;
-    size_t *cap = c->send_armed ? &c->later_cap : &c->out_cap;
+    char **buf = c->sending ? &c->later : &c->out;
+    size_t *len = c->sending ? &c->later_len : &c->out_len;
+    size_t *cap = c->sending ? &c->later_cap : &c->out_cap;
 
-    if (!c->send_armed && c->out_off == c->out_len)
+    if (!c->sending && c->out_off == c->out_len)
         c->out_off = c->out_len = 0;
     for (;;) {
         size_t room = *cap - *len;
@@ -317,6 +383,388 @@ static void reply_text(const struct oconn *c, char *buf, size_t cap)
         len = room;
     memcpy(buf + n, c->reply.text, len);
     buf[(size_t)n + len] = 0;
+}
+
+/* ---- transport: plaintext ---- */
+
+/* plain_send - the pieces go to the socket as they lie: one send, or one sendmsg. */
+static void plain_send(struct worker *w, struct oconn *c, const struct iovec *iov, unsigned n)
+{
+    struct io_uring_sqe *sqe = engine_sqe(w);
+
+    c->wire_armed = true;
+    c->ops++;
+    if (n == 1) {
+        io_uring_prep_send(sqe, c->fd, iov[0].iov_base, iov[0].iov_len, MSG_NOSIGNAL);
+    } else {
+        memset(&c->mh, 0, sizeof(c->mh));
+        c->mh.msg_iov = (struct iovec *)iov;
+        c->mh.msg_iovlen = n;
+        io_uring_prep_sendmsg(sqe, c->fd, &c->mh, MSG_NOSIGNAL);
+    }
+    io_uring_sqe_set_data64(sqe, engine_ud(OP_OUT_SEND, c->slot, c->gen));
+}
+
+/* plain_sent - the kernel took res bytes of them (or failed). */
+static void plain_sent(struct worker *w, struct oconn *c, int res)
+{
+    c->wire_armed = false;
+    send_done(w, c, res);
+}
+
+/* plain_recv - receive reply bytes into c->in. */
+static void plain_recv(struct worker *w, struct oconn *c)
+{
+    struct io_uring_sqe *sqe;
+
+    if (c->recv_armed)
+        return;
+    c->recv_armed = true;
+    c->ops++;
+    sqe = engine_sqe(w);
+    io_uring_prep_recv(sqe, c->fd, c->in, sizeof(c->in), 0);
+    io_uring_sqe_set_data64(sqe, engine_ud(OP_OUT_RECV, c->slot, c->gen));
+}
+
+/* plain_received - reply bytes (or the end of the connection). */
+static void plain_received(struct worker *w, struct oconn *c, int res)
+{
+    c->recv_armed = false;
+    recv_done(w, c, c->in, res);
+}
+
+static const struct oconn_io plain_io = {
+    "plain", plain_send, plain_recv, plain_sent, plain_received,
+};
+
+/* ---- transport: TLS ---- */
+
+struct otls {
+    struct tls_conn *conn;        /* the session (its ciphertext buffers are in tls.c) */
+    const struct iovec *src;      /* plaintext the protocol is sending (not owned), or NULL */
+    unsigned src_n, src_i;        /* its pieces, and the piece being encrypted */
+    size_t src_off;               /* bytes of that piece encrypted */
+    size_t src_bytes;             /* plaintext bytes of this send: what send_done() hears */
+    uint32_t stage_len;           /* bytes gathered in stage */
+    bool want;                    /* the protocol wants reply bytes */
+    bool pumping;                 /* inside tls_pump: a nested call only sets flags */
+    char rx[CLIENT_TLS_RX_BYTES]; /* ciphertext received, lent to the session (tls_feed) */
+    char plain[CLIENT_IN_BYTES];  /* decrypted reply bytes for the parser */
+    char stage[CLIENT_TLS_RECORD_BYTES]; /* small pieces gathered into one record */
+};
+
+/* otls_free - end c's TLS state, if any (no close_notify: the socket closes next). */
+static void otls_free(struct oconn *c)
+{
+    if (!c->tls)
+        return;
+    tls_conn_free(c->tls->conn);
+    free(c->tls);
+    c->tls = NULL;
+}
+
+/* tls_arm_rx - receive ciphertext (the session has taken everything lent before). */
+static void tls_arm_rx(struct worker *w, struct oconn *c)
+{
+    struct io_uring_sqe *sqe;
+
+    if (c->recv_armed || c->closing || c->restart)
+        return;
+    c->recv_armed = true;
+    c->ops++;
+    sqe = engine_sqe(w);
+    io_uring_prep_recv(sqe, c->fd, c->tls->rx, sizeof(c->tls->rx), 0);
+    io_uring_sqe_set_data64(sqe, engine_ud(OP_OUT_RECV, c->slot, c->gen));
+}
+
+/* tls_encrypt - turn as much of the send's plaintext into records as the session's output
+ * buffer takes: a piece of a full record or more where it lies, smaller ones gathered in
+ * stage first. 0 (done or the output is full), or TLS_ERROR. */
+static int tls_encrypt(struct otls *t)
+{
+    ssize_t r;
+
+    for (;;) {
+        if (t->src_i < t->src_n) {
+            const struct iovec *v = &t->src[t->src_i];
+            size_t left = v->iov_len - t->src_off;
+            if (!left) {
+                t->src_i++;
+                t->src_off = 0;
+                continue;
+            }
+            if (!t->stage_len && left >= CLIENT_TLS_RECORD_BYTES) {
+                r = tls_write(t->conn, (const char *)v->iov_base + t->src_off,
+                              CLIENT_TLS_RECORD_BYTES);
+                if (r < 0)
+                    return r == TLS_WANT ? 0 : TLS_ERROR;
+                t->src_off += CLIENT_TLS_RECORD_BYTES;
+                continue;
+            }
+            if (t->stage_len < CLIENT_TLS_RECORD_BYTES) {
+                size_t n = CLIENT_TLS_RECORD_BYTES - t->stage_len;
+                if (n > left)
+                    n = left;
+                memcpy(t->stage + t->stage_len, (const char *)v->iov_base + t->src_off, n);
+                t->stage_len += (uint32_t)n;
+                t->src_off += n;
+                continue;
+            }
+        } else if (!t->stage_len) {
+            return 0;
+        }
+        /* stage is full, or the pieces are all in it */
+        r = tls_write(t->conn, t->stage, t->stage_len);
+        if (r < 0)
+            return r == TLS_WANT ? 0 : TLS_ERROR;
+        t->stage_len = 0;
+    }
+}
+
+/* tls_send_more - encrypt what the output buffer takes of the protocol's plaintext, send
+ * the ciphertext (one ring send at a time), and when all of it is out tell the protocol
+ * (send_done). Called again by each send completion. */
+static void tls_send_more(struct worker *w, struct oconn *c)
+{
+    struct otls *t = c->tls;
+    struct io_uring_sqe *sqe;
+    const void *out;
+    size_t len, n;
+
+    if (c->closing || c->restart)
+        return;
+    if (t->src && tls_encrypt(t) < 0) {
+        tls_failed(w, c, tls_error(t->conn), false);
+        return;
+    }
+    if (c->wire_armed)
+        return;
+    out = tls_out(t->conn, &len);
+    if (len) {
+        c->wire_armed = true;
+        c->ops++;
+        sqe = engine_sqe(w);
+        io_uring_prep_send(sqe, c->fd, out, len, MSG_NOSIGNAL);
+        io_uring_sqe_set_data64(sqe, engine_ud(OP_OUT_SEND, c->slot, c->gen));
+        return;
+    }
+    if (t->src && t->src_i == t->src_n && !t->stage_len) {
+        n = t->src_bytes;
+        t->src = NULL;
+        send_done(w, c, (int)n);  /* last: the protocol may start the next send */
+    }
+}
+
+/* tls_pump - drive the session with what was received: the handshake, then reply bytes for
+ * the parser while the protocol wants them. Asks for ciphertext when the session needs it.
+ * Every call out of here may end or restart the connection; the loop re-checks, and a
+ * changed attempt means c->tls (t) is freed. */
+static void tls_pump(struct worker *w, struct oconn *c)
+{
+    struct otls *t = c->tls;
+    uint32_t attempt = c->attempt;
+    ssize_t n;
+
+    if (t->pumping)
+        return;
+    t->pumping = true;
+    while (c->attempt == attempt && !c->closing && !c->restart) {
+        if (!tls_handshake_done(t->conn)) {
+            enum tls_result r = tls_handshake(t->conn);
+            if (r == TLS_OK) {
+                tls_up(w, c);  /* logs, counts, sends EHLO */
+                continue;
+            }
+            if (r == TLS_WANT && !tls_fed_left(t->conn)) {
+                tls_send_more(w, c);  /* the next flight */
+                if (c->attempt == attempt)
+                    tls_arm_rx(w, c);
+                break;
+            }
+            tls_failed(w, c, r == TLS_WANT ? "handshake stalled with input left"
+                                           : tls_error(t->conn), false);
+            break;
+        }
+        if (!t->want)
+            break;
+        n = tls_read(t->conn, t->plain, sizeof(t->plain));
+        if (n > 0) {
+            t->want = false;  /* recv_done asks again (arm_recv) when it needs more */
+            recv_done(w, c, t->plain, (int)n);
+            continue;
+        }
+        if (n == TLS_WANT && !tls_fed_left(t->conn)) {
+            tls_send_more(w, c);  /* a post-handshake message may have made output */
+            if (c->attempt == attempt)
+                tls_arm_rx(w, c);
+            break;
+        }
+        if (n == TLS_CLOSED)
+            recv_done(w, c, NULL, 0);  /* close_notify: the end of the connection */
+        else
+            tls_failed(w, c, n == TLS_WANT ? "read stalled with input left"
+                                           : tls_error(t->conn), false);
+        break;
+    }
+    if (c->attempt == attempt)
+        t->pumping = false;
+}
+
+/* tls_send - encrypt and send the plaintext pieces iov[0..n). */
+static void tls_send(struct worker *w, struct oconn *c, const struct iovec *iov, unsigned n)
+{
+    struct otls *t = c->tls;
+
+    t->src = iov;
+    t->src_n = n;
+    t->src_i = 0;
+    t->src_off = 0;
+    t->src_bytes = 0;
+    for (unsigned i = 0; i < n; i++)
+        t->src_bytes += iov[i].iov_len;
+    tls_send_more(w, c);
+}
+
+/* tls_sent - ciphertext went (or the connection is lost). */
+static void tls_sent(struct worker *w, struct oconn *c, int res)
+{
+    struct otls *t = c->tls;
+
+    c->wire_armed = false;
+    if (c->closing || c->restart)
+        return;
+    if (res < 0) {
+        if (!tls_handshake_done(t->conn)) {
+            tls_failed(w, c, strerror(-res), false);
+        } else if (t->src) {
+            t->src = NULL;
+            send_done(w, c, res);
+        } else {
+            conn_failf(w, c, "lost connection with %s while sending: %s", c->remote,
+                       strerror(-res));
+        }
+        return;
+    }
+    tls_out_done(t->conn, (size_t)res);
+    tls_send_more(w, c);  /* the rest, what was encrypted behind it, or send_done */
+}
+
+/* tls_recv - the protocol wants reply bytes: decrypt what is there, or receive more. */
+static void tls_recv(struct worker *w, struct oconn *c)
+{
+    c->tls->want = true;
+    tls_pump(w, c);  /* inside tls_pump already: its loop sees want */
+}
+
+/* tls_received - ciphertext arrived (or the end of the connection). */
+static void tls_received(struct worker *w, struct oconn *c, int res)
+{
+    struct otls *t = c->tls;
+
+    c->recv_armed = false;
+    if (c->closing || c->restart)
+        return;
+    if (res <= 0) {
+        if (!tls_handshake_done(t->conn))
+            tls_failed(w, c, res ? strerror(-res) : "connection closed by the server", false);
+        else
+            recv_done(w, c, NULL, res);
+        return;
+    }
+    tls_feed(t->conn, t->rx, (size_t)res);
+    tls_pump(w, c);
+}
+
+static const struct oconn_io tls_io = {
+    "tls", tls_send, tls_recv, tls_sent, tls_received,
+};
+
+/* tls_peer_name - the name the certificate must carry: the MX host or smarthost name; for an
+ * [address] smarthost (or a target without a name) the address text, into buf (tls.c sends
+ * no SNI for an address, and a verifying context then matches the text, which fails). */
+static const char *tls_peer_name(const struct oconn *c, char *buf, size_t cap)
+{
+    const struct sockaddr_storage *ss = &c->d->targets[c->target];
+
+    if (c->d->target_names[c->target][0])
+        return c->d->target_names[c->target];
+    if (ss->ss_family == AF_INET)
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf, (socklen_t)cap);
+    else
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, buf, (socklen_t)cap);
+    return buf;
+}
+
+/* tls_begin - STARTTLS was answered 220 and everything before it is settled: switch the
+ * connection to the TLS transport and start the handshake, bounded by command_timeout. */
+static void tls_begin(struct worker *w, struct oconn *c)
+{
+    struct tls_ctx *ctx = w->cfg->tls_client_ctx;
+    char addr[INET6_ADDRSTRLEN] = "";
+    struct otls *t;
+
+    if (!ctx) {  /* the mode changed to none by a reload after STARTTLS was sent */
+        conn_fail(w, c, "local error: no TLS client context");
+        return;
+    }
+    t = rr_calloc(1, sizeof(*t));
+    t->conn = tls_conn_new(ctx, tls_peer_name(c, addr, sizeof(addr)));
+    if (!t->conn) {
+        free(t);
+        conn_fail(w, c, "local error: cannot start a TLS session");
+        return;
+    }
+    c->tls = t;
+    c->io = &tls_io;
+    c->ext = 0;  /* RFC 3207 4.2: what the server said before TLS is forgotten */
+    c->size_max = 0;
+    set_deadline(w, c, w->cfg->command_timeout_ms);
+    tls_pump(w, c);
+}
+
+/* tls_up - the handshake is done: log and count it, then EHLO again (RFC 3207 4.2). */
+static void tls_up(struct worker *w, struct oconn *c)
+{
+    const struct tls_conn *s = c->tls->conn;
+
+    metrics_add(&w->m->relay_tls[tls_resumed(s) ? TLSR_RESUMED : TLSR_SUCCESS], 1);
+    log_event(LOG_INFO, "event=relay_tls remote=%s version=%s cipher=%s verified=%s resumed=%s",
+              log_q(c->remote), log_q(tls_version(s)), log_q(tls_cipher(s)),
+              tls_peer_verified(s) ? "yes" : "no", tls_resumed(s) ? "yes" : "no");
+    c->st = CS_EHLO;
+    smtp_reply_init(&c->rp);
+    out_add(c, "EHLO %s", w->cfg->hostname);
+    flush_out(w, c);
+    arm_recv(w, c);
+    set_deadline(w, c, w->cfg->command_timeout_ms);
+}
+
+/* tls_failed - the TLS session failed (handshake, timeout, bad record): log and count it.
+ * A failed handshake in mode may is retried once on a new connection to the same address
+ * without STARTTLS; otherwise the connection fails with a 4.7.5 reason (encrypt and verify:
+ * the next address, then the destination is deferred). */
+static void tls_failed(struct worker *w, struct oconn *c, const char *err, bool timeout)
+{
+    bool handshake = !c->tls || !tls_handshake_done(c->tls->conn);
+    bool retry = handshake && w->cfg->relay_tls == RELAY_TLS_MAY && !cl->stopping;
+
+    if (c->closing || c->restart)
+        return;
+    metrics_add(&w->m->relay_tls[timeout ? TLSR_TIMEOUT : TLSR_FAILURE], 1);
+    log_event(LOG_INFO, "event=relay_tls_failed remote=%s stage=%s error=%s next=%s",
+              log_q(c->remote), handshake ? "handshake" : "session",
+              log_q(timeout ? "timeout" : err && *err ? err : "unknown"),
+              retry ? "plaintext_retry" : "fail");
+    if (retry) {
+        c->tls_skip = true;
+        next_target(w, c);  /* same address: c->target is unchanged */
+        return;
+    }
+    if (handshake)
+        conn_failf(w, c, "4.7.5 Cannot start TLS: handshake failure with %s: %s", c->remote,
+                   timeout ? "timeout" : err);
+    else
+        conn_failf(w, c, "TLS error with %s: %s", c->remote, err);
 }
 
 /* ---- outcome of a transaction ---- */
@@ -445,11 +893,12 @@ bool smtp_client_resume(struct worker *w, struct qdest *d)
     return true;
 }
 
-/* next_target - close this attempt's socket and connect to the next address, now or once
- * the operations on the old socket have drained (smtp_client_complete). */
+/* next_target - close this attempt's socket and connect to c->target (the next address, or
+ * the same one for the plaintext retry), now or once the operations on the old socket have
+ * drained (smtp_client_complete). The TLS state of the old socket ends with it. */
 static void next_target(struct worker *w, struct oconn *c)
 {
-    if (c->recv_armed || c->send_armed || c->connect_armed || c->read_armed) {
+    if (c->recv_armed || c->wire_armed || c->connect_armed || c->read_armed) {
         c->restart = true;
         if (c->fd >= 0)
             shutdown(c->fd, SHUT_RDWR);
@@ -470,6 +919,9 @@ static void next_target(struct worker *w, struct oconn *c)
     }
     c->out_len = c->out_off = c->later_len = 0;
     c->body_waits = false;
+    c->sending = false;
+    otls_free(c);
+    c->io = &plain_io;
     try_connect(w, c);
 }
 
@@ -490,6 +942,7 @@ static void conn_fail(struct worker *w, struct oconn *c, const char *why)
     if (!c->greeted && c->st != CS_QUIT) {
         if (++c->tries < CLIENT_TARGET_TRIES && c->tries < d->target_count && !cl->stopping) {
             c->target = (c->target + 1) % d->target_count;
+            c->tls_skip = false;  /* a new address gets STARTTLS again */
             next_target(w, c);
             return;
         }
@@ -519,8 +972,6 @@ static void conn_fail(struct worker *w, struct oconn *c, const char *why)
 
 /* conn_failf - conn_fail with a formatted reason. */
 static void conn_failf(struct worker *w, struct oconn *c, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void conn_failf(struct worker *w, struct oconn *c, const char *fmt, ...)
 {
     char why[CLIENT_REPLY_BYTES];
     va_list ap;
@@ -537,7 +988,7 @@ static void conn_failf(struct worker *w, struct oconn *c, const char *fmt, ...)
  * DATA before it has read the batch must not get content interleaved with commands). */
 static void start_body(struct worker *w, struct oconn *c)
 {
-    if (c->send_armed || c->out_off < c->out_len) {
+    if (c->sending || c->out_off < c->out_len) {
         c->body_waits = true;
         c->st = CS_BODY;
         return;
@@ -558,16 +1009,8 @@ static void start_body(struct worker *w, struct oconn *c)
 /* send_iov - send iov[iov_pos..iov_n). */
 static void send_iov(struct worker *w, struct oconn *c)
 {
-    struct io_uring_sqe *sqe;
-
-    memset(&c->mh, 0, sizeof(c->mh));
-    c->mh.msg_iov = c->iov + c->iov_pos;
-    c->mh.msg_iovlen = c->iov_n - c->iov_pos;
-    c->send_armed = true;
-    c->ops++;
-    sqe = engine_sqe(w);
-    io_uring_prep_sendmsg(sqe, c->fd, &c->mh, MSG_NOSIGNAL);
-    io_uring_sqe_set_data64(sqe, engine_ud(OP_OUT_SEND, c->slot, c->gen));
+    c->sending = true;
+    c->io->send(w, c, c->iov + c->iov_pos, c->iov_n - c->iov_pos);
 }
 
 /* body_next - encode what was read and send it, read more, or end with the dot. */
@@ -633,7 +1076,7 @@ static bool txn_start(struct worker *w, struct oconn *c)
     c->mail_ok = false;
     /* What the next hop cannot take is bounced now rather than sent damaged. */
     if (c->size_max && m->size > c->size_max) {
-        char why[320];
+        char why[CLIENT_REPLY_BYTES];
         snprintf(why, sizeof(why), "552 5.3.4 message size %" PRIu64 " exceeds the limit %"
                  PRIu64 " of %s", m->size, c->size_max, c->remote);
         set_all(c, JR_PERM, why, false);
@@ -765,6 +1208,72 @@ static void ready(struct worker *w, struct oconn *c)
     next_job(w, c);
 }
 
+/* tls_required - whether the mode makes TLS a condition of delivery. */
+static bool tls_required(const struct worker *w)
+{
+    return w->cfg->relay_tls == RELAY_TLS_ENCRYPT || w->cfg->relay_tls == RELAY_TLS_VERIFY;
+}
+
+/* tls_wanted - whether to say STARTTLS now: the peer offers it, the mode allows it, a client
+ * context exists, TLS is not on already, and this is not the plaintext retry. */
+static bool tls_wanted(const struct worker *w, const struct oconn *c)
+{
+    return (c->ext & SMTP_EXT_STARTTLS) && w->cfg->relay_tls != RELAY_TLS_NONE &&
+           w->cfg->tls_client_ctx && !c->tls && !c->tls_skip;
+}
+
+/* ehlo_done - EHLO or HELO was accepted: STARTTLS, or the first job, or (TLS required but not
+ * to be had) the connection fails like one that did not get through EHLO. */
+static void ehlo_done(struct worker *w, struct oconn *c)
+{
+    if (tls_wanted(w, c)) {
+        c->st = CS_STARTTLS;
+        out_add(c, "STARTTLS");
+        flush_out(w, c);
+        arm_recv(w, c);
+        set_deadline(w, c, w->cfg->command_timeout_ms);
+        return;
+    }
+    if (!c->tls && tls_required(w)) {
+        if (!(c->ext & SMTP_EXT_STARTTLS))
+            conn_failf(w, c, "4.7.4 TLS is required, but was not offered by host %s",
+                       c->remote);
+        else
+            conn_failf(w, c, "4.7.5 TLS is required, but no TLS client context is loaded");
+        return;
+    }
+    ready(w, c);
+}
+
+/* starttls_reply - the reply to STARTTLS. 220: TLS starts once the reply is parsed and the
+ * command is out (tls_begin_ready). Anything else: mode may goes on in plaintext on this
+ * connection (RFC 3207 4: the server said no); encrypt and verify fail the connection. */
+static void starttls_reply(struct worker *w, struct oconn *c, const char *text)
+{
+    if (c->reply.code == 220) {
+        c->st = CS_TLS;
+        return;
+    }
+    metrics_add(&w->m->relay_tls[TLSR_FAILURE], 1);
+    log_event(LOG_INFO, "event=relay_tls_failed remote=%s stage=starttls error=%s next=%s",
+              log_q(c->remote), log_q(text), tls_required(w) ? "fail" : "plaintext");
+    if (tls_required(w)) {
+        conn_failf(w, c, "4.7.5 TLS is required, but host %s refused to start TLS: %s",
+                   c->remote, text);
+        return;
+    }
+    c->tls_skip = true;
+    ready(w, c);
+}
+
+/* tls_begin_ready - start TLS if STARTTLS got its 220, the reply parser is done with the
+ * plaintext and the command has been sent. */
+static void tls_begin_ready(struct worker *w, struct oconn *c)
+{
+    if (c->st == CS_TLS && !c->tls && !c->parsing && !c->sending && !c->closing && !c->restart)
+        tls_begin(w, c);
+}
+
 /* on_reply - a complete reply in state c->st. */
 static void on_reply(struct worker *w, struct oconn *c)
 {
@@ -790,7 +1299,7 @@ static void on_reply(struct worker *w, struct oconn *c)
         if (code / 100 == 2) {
             c->ext = c->reply.ehlo.ext;
             c->size_max = c->reply.ehlo.size_max;
-            ready(w, c);
+            ehlo_done(w, c);
             return;
         }
         if (code / 100 == 4) {  /* temporary: no point in HELO */
@@ -806,7 +1315,10 @@ static void on_reply(struct worker *w, struct oconn *c)
             return;
         }
         c->ext = 0;
-        ready(w, c);
+        ehlo_done(w, c);
+        return;
+    case CS_STARTTLS:
+        starttls_reply(w, c, text);
         return;
     case CS_TXN:
         txn_reply(w, c);
@@ -849,13 +1361,14 @@ static void on_reply(struct worker *w, struct oconn *c)
 
 /* ---- completions ---- */
 
-/* recv_done - reply bytes (or the end of the connection). */
-static void recv_done(struct worker *w, struct oconn *c, int res)
+/* recv_done - res reply bytes in buf, from the transport (or the end of the connection:
+ * 0, or -errno). */
+static void recv_done(struct worker *w, struct oconn *c, const char *buf, int res)
 {
     size_t off = 0;
+    uint32_t attempt = c->attempt;
     enum cstate before;
 
-    c->recv_armed = false;
     if (c->closing || c->restart)
         return;
     if (res <= 0) {
@@ -873,7 +1386,7 @@ static void recv_done(struct worker *w, struct oconn *c, int res)
     c->want_recv = false;
     while (off < (size_t)res && !c->closing) {
         bool complete;
-        off += smtp_reply_feed(&c->rp, c->in + off, (size_t)res - off, &c->reply, &complete);
+        off += smtp_reply_feed(&c->rp, buf + off, (size_t)res - off, &c->reply, &complete);
         if (!complete) {
             c->want_recv = true;  /* the rest of the reply is still to come */
             break;
@@ -886,6 +1399,17 @@ static void recv_done(struct worker *w, struct oconn *c, int res)
         }
         before = c->st;
         on_reply(w, c);  /* first: a 250 to the final dot counts even if junk follows */
+        if (c->attempt != attempt || c->restart) {
+            c->parsing = false;  /* a new connection is being made: the rest is the old one's */
+            return;
+        }
+        if (off < (size_t)res && before == CS_STARTTLS && c->st == CS_TLS) {
+            /* Bytes behind the 220: a TLS server does not speak before the ClientHello, and
+             * plaintext there would be injected ahead of TLS. TLS failed to start. */
+            c->parsing = false;
+            tls_failed(w, c, "data after the 220 to STARTTLS", false);
+            return;
+        }
         if (off < (size_t)res && before != CS_TXN && before != CS_RSET && !c->closing) {
             /* Replies we did not ask for: a peer talking out of turn is not trusted. */
             c->parsing = false;
@@ -896,12 +1420,13 @@ static void recv_done(struct worker *w, struct oconn *c, int res)
     c->parsing = false;
     if (c->want_recv && !c->closing)
         arm_recv(w, c);
+    tls_begin_ready(w, c);
 }
 
-/* send_done - command bytes or content went out. */
+/* send_done - res plaintext bytes of commands or content went out (or -errno). */
 static void send_done(struct worker *w, struct oconn *c, int res)
 {
-    c->send_armed = false;
+    c->sending = false;
     if (c->closing || c->restart)
         return;
     if (res < 0) {
@@ -933,7 +1458,9 @@ static void send_done(struct worker *w, struct oconn *c, int res)
     if (c->body_waits) {
         c->body_waits = false;
         start_body(w, c);
+        return;
     }
+    tls_begin_ready(w, c);
 }
 
 /* read_done - content from the spool. */
@@ -992,6 +1519,11 @@ static void timer_fired(struct worker *w, struct engine_timer *t)
         conn_reap(w, c);
         return;
     }
+    if (c->st == CS_TLS && c->tls) {
+        tls_failed(w, c, why, true);  /* a peer that stalls in the handshake */
+        conn_reap(w, c);
+        return;
+    }
     if (!c->greeted) {
         conn_fail(w, c, why);  /* the next address, or the destination failed */
         conn_reap(w, c);
@@ -1028,10 +1560,10 @@ void smtp_client_complete(struct worker *w, enum engine_op op, uint32_t slot, ui
         connect_done(w, c, res);
         break;
     case OP_OUT_RECV:
-        recv_done(w, c, res);
+        c->io->received(w, c, res);
         break;
     case OP_OUT_SEND:
-        send_done(w, c, res);
+        c->io->sent(w, c, res);
         break;
     case OP_OUT_READ:
         read_done(w, c, res);
@@ -1039,7 +1571,7 @@ void smtp_client_complete(struct worker *w, enum engine_op op, uint32_t slot, ui
     default:
         break;
     }
-    if (c->restart && !c->closing && !c->recv_armed && !c->send_armed && !c->connect_armed &&
+    if (c->restart && !c->closing && !c->recv_armed && !c->wire_armed && !c->connect_armed &&
         !c->read_armed)
         next_target(w, c);
     conn_reap(w, c);
@@ -1094,6 +1626,7 @@ static void try_connect(struct worker *w, struct oconn *c)
     int one = 1, err;
 
     format_remote(c->d, c->target, c->remote, sizeof(c->remote));
+    c->attempt++;
     c->st = CS_CONNECT;
     smtp_reply_init(&c->rp);
     c->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -1134,6 +1667,7 @@ void smtp_client_open(struct worker *w, struct qdest *d)
     c->gen = ++cl->gen_next;
     c->fd = -1;
     c->d = d;
+    c->io = &plain_io;
     c->timer.fire = timer_fired;
     c->target = 0;
     cl->conns[c->slot] = c;

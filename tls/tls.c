@@ -1,10 +1,10 @@
 /*
  * tls.c - wolfSSL contexts and sessions over memory buffers (see tls.h).
  *
- * Functions: tls_init(), tls_server_ctx(), tls_client_ctx(), tls_ctx_ref(), tls_ctx_unref(),
- * tls_conn_new(), tls_conn_free(), tls_feed(), tls_fed_left(), tls_handshake(),
- * tls_handshake_done(), tls_read(), tls_pending(), tls_write(), tls_shutdown(), tls_out(),
- * tls_out_done(), and the accessors for logs.
+ * Functions: tls_init(), tls_thread_done(), tls_server_ctx(), tls_client_ctx(),
+ * tls_ctx_ref(), tls_ctx_unref(), tls_conn_new(), tls_conn_free(), tls_feed(),
+ * tls_fed_left(), tls_handshake(), tls_handshake_done(), tls_read(), tls_pending(),
+ * tls_write(), tls_shutdown(), tls_out(), tls_out_done(), and the accessors for logs.
  *
  * wolfSSL is given two I/O callbacks instead of a socket. The receive callback copies from
  * the ciphertext the owner lent with tls_feed() and answers WANT_READ when that is used up;
@@ -23,12 +23,14 @@
  *
  * STANDARDS: RFC 8446 (TLS 1.3), RFC 5246 (TLS 1.2), RFC 5077 (tickets), RFC 6066 (SNI).
  */
+#include <arpa/inet.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include <wolfssl/options.h>
 #include <wolfssl/ssl.h>
+#include <wolfssl/wolfcrypt/ecc.h>
 #include <wolfssl/wolfio.h>
 
 #include "core/alloc.h"
@@ -118,6 +120,16 @@ static int io_send(WOLFSSL *ssl, char *buf, int sz, void *arg)
 int tls_init(void)
 {
     return wolfSSL_Init() == WOLFSSL_SUCCESS ? 0 : -1;
+}
+
+/* tls_thread_done - see tls.h. With FP_ECC and thread-local storage (Debian's build),
+ * wolfSSL keeps fixed-point tables of the curves a thread used (about 800 KiB each) in that
+ * thread's storage; nothing frees them when the thread ends. */
+void tls_thread_done(void)
+{
+#if defined(FP_ECC) && defined(HAVE_ECC)
+    wc_ecc_fp_free();
+#endif
 }
 
 /* set_error - the text of wolfSSL error code e into buf. */
@@ -238,7 +250,10 @@ struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *host)
     wolfSSL_SetIOReadCtx(t->ssl, t);
     wolfSSL_SetIOWriteCtx(t->ssl, t);
     if (!t->server && host && *host) {
-        wolfSSL_UseSNI(t->ssl, WOLFSSL_SNI_HOST_NAME, host, (unsigned short)strlen(host));
+        unsigned char addr[16];
+        /* RFC 6066 3: "Literal IPv4 and IPv6 addresses are not permitted in HostName". */
+        if (inet_pton(AF_INET, host, addr) != 1 && inet_pton(AF_INET6, host, addr) != 1)
+            wolfSSL_UseSNI(t->ssl, WOLFSSL_SNI_HOST_NAME, host, (unsigned short)strlen(host));
         if (ctx->verify)
             wolfSSL_check_domain_name(t->ssl, host);
     }

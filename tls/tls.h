@@ -41,6 +41,10 @@ struct tls_conn;
 /* tls_init - load wolfSSL once per process (main thread, before any context). */
 int tls_init(void);
 
+/* tls_thread_done - free what wolfSSL keeps per thread (ECC tables); call it on a thread
+ * that ran handshakes, as the last TLS call before the thread ends. */
+void tls_thread_done(void);
+
 /* tls_server_ctx - a server context from a PEM certificate chain and key (RSA or ECDSA);
  * TLS 1.2 and 1.3 only, modern AEAD suites, session tickets. NULL with err filled when the
  * files do not load or do not match. */
@@ -56,8 +60,8 @@ struct tls_ctx *tls_ctx_ref(struct tls_ctx *ctx);
 void tls_ctx_unref(struct tls_ctx *ctx);
 
 /* tls_conn_new - a session on ctx (a reference is taken). For a client, host (may be NULL)
- * is sent as SNI and, on a verifying context, checked against the certificate. NULL when
- * out of memory. */
+ * is sent as SNI (unless it is an IP address literal, RFC 6066 3) and, on a verifying
+ * context, checked against the certificate. NULL when out of memory. */
 struct tls_conn *tls_conn_new(struct tls_ctx *ctx, const char *host);
 
 /* tls_conn_free - end the session (no close_notify: see tls_shutdown) and drop its ctx. */

@@ -8,6 +8,9 @@ Outbound-delivery peers for the system tests: real programs started on loopback 
   RawSink    a tiny SMTP server in Python that records the DATA section exactly as it came
              over the wire (smtp-sink's dumps turn CRLF into LF and undo the dot-stuffing,
              so they cannot show the line ends or the stuffing).
+  TlsSink    the same with STARTTLS (Python's ssl module): records the TLS version, cipher
+             and SNI of each connection, and can break the handshake on purpose (garbage,
+             close, stall after the 220).
   DnsServer  dnsmasq on 127.0.0.1:PORT, authoritative for the zone rr.test (anything else in
              it is NXDOMAIN): MX records, A records and null MX ("MX 0 .").
   Peers      a factory that starts them and stops them all at teardown (fixture `peers`).
@@ -33,6 +36,7 @@ import os
 import re
 import signal
 import socket
+import ssl
 import struct
 import subprocess
 import threading
@@ -492,6 +496,231 @@ class RawSink:
 
 
 # ---------------------------------------------------------------------------------------------
+# an SMTP server with STARTTLS (Python's ssl module), for outbound TLS
+
+class TlsConn:
+    """What a TlsSink saw on one connection."""
+
+    def __init__(self, n):
+        self.n = n
+        self.ehlos = 0             # EHLO commands (RFC 3207: one before and one after TLS)
+        self.starttls = False      # the client said STARTTLS
+        self.injected = b""        # plaintext that came behind STARTTLS before the 220
+        self.client_hello = False  # bytes came after the 220 (the ClientHello, or so)
+        self.tls = None            # TLS version once the handshake succeeded ("TLSv1.3")
+        self.cipher = None
+        self.sni = None            # server name the client sent, None if none
+        self.handshake_error = None
+        self.badrecord = False     # garbage instead of the reply to MAIL (handshake mode)
+        self.peer_closed = False   # the client closed while we stalled or waited
+        self.done = False          # the connection is over (either side closed)
+        self.commands = []         # command lines (CRLF included), TLS or not
+
+    def __repr__(self):
+        return "TlsConn(%d ehlos=%d starttls=%s tls=%s sni=%s err=%s done=%s)" % (
+            self.n, self.ehlos, self.starttls, self.tls, self.sni, self.handshake_error,
+            self.done)
+
+
+class TlsSink:
+    """Answers 250 to everything (EHLO: PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES and, when
+    starttls, STARTTLS until TLS is on) and records each transaction's DATA section byte for
+    byte (RawTransaction, plus .tls: the TLS version it came over, None in plaintext).
+
+    handshake: what follows the 220 to STARTTLS on the first bad_conns connections (None:
+    every connection); later ones do a real handshake.
+        "ok"       a real TLS handshake with cert/key (ctx_options: minimum/maximum_version)
+        "garbage"  a few bytes that are no TLS record, then close
+        "close"    close at once
+        "stall"    take the ClientHello, answer nothing, close when the client does or when
+                   release() is called
+        "badrecord" a real handshake, then at MAIL bytes that are no TLS record, and close
+        "inject"   a reply injected behind the 220, in the same segment (the client must not
+                   take it for a reply), then a real handshake
+        "refuse"   454 instead of 220; the session goes on in plaintext
+    """
+
+    def __init__(self, cert, key, host="127.0.0.1", port=None, starttls=True, handshake="ok",
+                 bad_conns=None, min_version=None, max_version=None):
+        self.host = host
+        self.port = port or free_port()
+        self.starttls = starttls
+        self.handshake = handshake
+        self.bad_conns = bad_conns
+        self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+        self.ctx.load_cert_chain(cert, key)
+        if min_version:
+            self.ctx.minimum_version = min_version
+        if max_version:
+            self.ctx.maximum_version = max_version
+        self.ctx.sni_callback = self._sni
+        self.transactions = []
+        self.conns = []
+        self.bad_lines = []
+        self.lock = threading.Lock()
+        self.released = threading.Event()
+        self.stopping = False
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.sock.bind((self.host, self.port))
+        self.sock.listen(64)
+        self.acceptor = threading.Thread(target=self._accept, daemon=True)
+        self.acceptor.start()
+
+    def _sni(self, sslobj, name, ctx):
+        conn = getattr(sslobj, "rr_conn", None)
+        if conn is not None:
+            conn.sni = name
+        return None
+
+    def release(self):
+        """End every stall: the stalled connections are closed by the sink."""
+        self.released.set()
+
+    def conns_snapshot(self):
+        with self.lock:
+            return list(self.conns)
+
+    def _accept(self):
+        while not self.stopping:
+            try:
+                c, _ = self.sock.accept()
+            except OSError:
+                return
+            with self.lock:
+                conn = TlsConn(len(self.conns))
+                self.conns.append(conn)
+            threading.Thread(target=self._serve, args=(c, conn), daemon=True).start()
+
+    def _stall(self, c, conn):
+        """Read what the client sends (its ClientHello) and answer nothing."""
+        c.settimeout(0.1)
+        while not self.released.is_set() and not self.stopping:
+            try:
+                data = c.recv(65536)
+            except socket.timeout:
+                continue
+            except OSError:
+                data = b""
+            if not data:
+                conn.peer_closed = True
+                return
+            conn.client_hello = True
+
+    def _serve(self, c, conn):
+        c.settimeout(60 * SLACK)
+        sock = c
+        buf = b""
+        tx = RawTransaction()
+
+        def readline():
+            nonlocal buf
+            while b"\n" not in buf:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise EOFError
+                buf += chunk
+            line, buf = buf.split(b"\n", 1)
+            return line + b"\n"
+        try:
+            sock.sendall(b"220 tls.sink.test ESMTP\r\n")
+            while True:
+                line = readline()
+                conn.commands.append(line)
+                if not line.endswith(b"\r\n"):
+                    with self.lock:
+                        self.bad_lines.append(line)
+                verb = line.strip().split(b" ", 1)[0].upper()
+                if verb == b"EHLO":
+                    conn.ehlos += 1
+                    offer = self.starttls and conn.tls is None
+                    sock.sendall(b"250-tls.sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
+                                 + (b"250-STARTTLS\r\n" if offer else b"")
+                                 + b"250 ENHANCEDSTATUSCODES\r\n")
+                elif verb == b"HELO":
+                    sock.sendall(b"250 tls.sink.test\r\n")
+                elif verb == b"STARTTLS":
+                    if not self.starttls or conn.tls is not None:
+                        sock.sendall(b"502 5.5.1 not now\r\n")
+                        continue
+                    conn.starttls = True
+                    conn.injected, buf = buf, b""
+                    bad = self.bad_conns is None or conn.n < self.bad_conns
+                    mode = self.handshake if bad else "ok"
+                    if mode == "refuse":
+                        sock.sendall(b"454 4.7.0 TLS not available due to local problem\r\n")
+                        continue
+                    sock.sendall(b"220 2.0.0 Ready to start TLS\r\n"
+                                 + (b"250 2.0.0 injected\r\n" if mode == "inject" else b""))
+                    if mode == "close":
+                        return
+                    if mode == "garbage":
+                        sock.sendall(b"this is no TLS record at all\r\n" * 4)
+                        return
+                    if mode == "stall":
+                        self._stall(c, conn)
+                        return
+                    conn.badrecord = mode == "badrecord"
+                    try:
+                        sock = self.ctx.wrap_socket(c, server_side=True,
+                                                    do_handshake_on_connect=False)
+                        sock.rr_conn = conn  # for the SNI callback
+                        sock.do_handshake()
+                    except (ssl.SSLError, OSError) as e:
+                        conn.handshake_error = str(e)
+                        return
+                    conn.tls = sock.version()
+                    conn.cipher = sock.cipher()[0]
+                elif verb == b"MAIL" and conn.badrecord:
+                    os.write(sock.fileno(), b"this is no TLS record at all\r\n" * 4)
+                    return
+                elif verb == b"MAIL":
+                    tx = RawTransaction()
+                    tx.commands.append(line)
+                    tx.mail = line.strip().decode("utf-8", "replace")
+                    tx.tls = conn.tls
+                    sock.sendall(b"250 2.1.0 Ok\r\n")
+                elif verb == b"RCPT":
+                    tx.rcpts.append(line.strip().decode("utf-8", "replace"))
+                    sock.sendall(b"250 2.1.5 Ok\r\n")
+                elif verb == b"DATA":
+                    sock.sendall(b"354 go ahead\r\n")
+                    data = []
+                    while True:
+                        l2 = readline()
+                        if l2 == b".\r\n":
+                            break
+                        data.append(l2)
+                    tx.data = b"".join(data)
+                    with self.lock:
+                        self.transactions.append(tx)
+                    sock.sendall(b"250 2.0.0 Ok: tls sink\r\n")
+                elif verb == b"QUIT":
+                    sock.sendall(b"221 2.0.0 Bye\r\n")
+                    return
+                elif verb in (b"RSET", b"NOOP"):
+                    sock.sendall(b"250 2.0.0 Ok\r\n")
+                else:
+                    sock.sendall(b"502 5.5.1 not here\r\n")
+        except (EOFError, OSError):
+            conn.peer_closed = True
+        finally:
+            conn.done = True
+            try:
+                sock.close()
+            except OSError:
+                pass
+
+    def stop(self):
+        self.stopping = True
+        self.released.set()
+        try:
+            self.sock.close()
+        except OSError:
+            pass
+
+
+# ---------------------------------------------------------------------------------------------
 # dnsmasq
 
 def dns_query(name, qtype, port, server="127.0.0.1", timeout=1.0):
@@ -636,6 +865,12 @@ class Peers:
 
     def raw_sink(self, host="127.0.0.1", port=None):
         s = RawSink(host=host, port=port)
+        self.items.append(s)
+        return s
+
+    def tls_sink(self, cert, key, **kw):
+        """A TlsSink (STARTTLS with cert/key) on kw host/port; see TlsSink for the rest."""
+        s = TlsSink(cert, key, **kw)
         self.items.append(s)
         return s
 
