@@ -34,6 +34,7 @@
 #include "net/http_metrics.h"
 #include "net/smtp_auth.h"
 #include "net/smtp_server.h"
+#include "tls/tls.h"
 
 #define ENGINE_STOP_GRACE_MS 30000   /* sessions still busy this long after SIGTERM are closed */
 
@@ -511,6 +512,7 @@ static void *worker_main(void *arg)
 out:
     smtp_server_fini(w);
     queue_worker_fini(w);  /* its connection table is thread-local, like the sessions' */
+    tls_thread_done();     /* wolfSSL's per-thread tables: no handshake follows */
     http_metrics_fini(w);
     dns_worker_fini(w);
     __atomic_store_n(&w->done, true, __ATOMIC_RELEASE);

@@ -218,12 +218,9 @@ int smtp_client_init(struct worker *w)
     return 0;
 }
 
-/* smtp_client_fini - free what is left (after the loop: nothing is in flight). Also the
- * thread's wolfSSL tables: this runs on the worker thread after the inbound sessions are
- * gone (smtp_server_fini), so no handshake of either side follows on this thread. */
+/* smtp_client_fini - free what is left (after the loop: nothing is in flight). */
 void smtp_client_fini(struct worker *w)
 {
-    tls_thread_done();
     if (!cl)
         return;
     for (uint32_t i = 0; i < cl->slots; i++)
