@@ -12,7 +12,8 @@
  * auth = required wants AUTH before MAIL from everyone. A client that pipelines where RFC
  * 2920 forbids it, or without having been offered PIPELINING, is refused and dropped, so no
  * command can be smuggled behind one whose outcome it did not wait for; AUTH and its
- * response lines end a group, and what follows STARTTLS is thrown away unread.
+ * response lines end a group (what follows AUTH PLAIN with an initial response waits for
+ * the verdict: RFC 4954 4), and what follows STARTTLS is thrown away unread.
  *
  * STANDARDS: RFC 5321, RFC 1870 (SIZE), RFC 6152 (8BITMIME), RFC 2034 (ENHANCEDSTATUSCODES),
  * RFC 2920 (PIPELINING), RFC 3030 (CHUNKING), RFC 6531 (SMTPUTF8), RFC 3207 (STARTTLS),
@@ -47,6 +48,7 @@ struct cmd_ctx {
     enum sasl_mech mech;          /* AUTH mechanism */
     const char *initial;          /* AUTH initial response (points into the line), or NULL */
     size_t initial_len;           /* bytes of initial */
+    bool pending;                 /* more input already followed the line (RFC 2920) */
 };
 
 struct cmd_def {
@@ -56,6 +58,8 @@ struct cmd_def {
     bool (*check)(struct conn *c, struct cmd_ctx *x); /* replied (and returned false) if not */
     void (*proceed)(struct conn *c, struct cmd_ctx *x);
 };
+
+static void improper_pipelining(struct conn *c);
 
 /* smtp_protocol_error - count a peer fault; too many and the session ends. */
 void smtp_protocol_error(struct conn *c, enum metrics_proto_reason reason)
@@ -449,6 +453,13 @@ static bool check_auth(struct conn *c, struct cmd_ctx *x)
         x->initial = p;
         x->initial_len = (size_t)(end - p);
     }
+    /* RFC 4954 4: AUTH ends a pipelined group, unless it carries the initial response of a
+     * mechanism that completes in one round trip (PLAIN): then what follows waits, in
+     * order, for the verdict (ST_AUTH_WAIT), and auth = required judges MAIL by it. */
+    if (x->pending && (x->mech != SASL_MECH_PLAIN || !x->initial)) {
+        improper_pipelining(c);
+        return false;
+    }
     return true;
 }
 
@@ -472,10 +483,9 @@ static const struct cmd_def commands[SMTP_VERB_COUNT] = {
     [SMTP_VERB_HELP] = { SMTP_VERB_HELP, ANY_SESSION, false, NULL, proceed_help },
     [SMTP_VERB_STARTTLS] = { SMTP_VERB_STARTTLS, ANY_SESSION, true, check_starttls,
                              proceed_starttls },
-    /* AUTH ends a pipelined group, as RFC 2920 3.1 has the commands whose success or
-     * failure changes the state the client must follow do: a 334 wants a response line,
-     * and auth = required decides MAIL by the outcome. */
-    [SMTP_VERB_AUTH] = { SMTP_VERB_AUTH, S(ST_READY) | S(ST_MAIL), true, check_auth,
+    /* AUTH ends a pipelined group (RFC 4954 4), but for AUTH PLAIN with an initial
+     * response: check_auth decides, as it parses the mechanism. */
+    [SMTP_VERB_AUTH] = { SMTP_VERB_AUTH, S(ST_READY) | S(ST_MAIL), false, check_auth,
                          proceed_auth },
 };
 
@@ -525,6 +535,7 @@ void smtp_command(struct conn *c, const char *line, size_t len, bool pending)
         return;
     }
     d = &commands[x.cmd.verb];
+    x.pending = pending;
     /* RFC 2920: without PIPELINING offered nothing may be sent ahead; with it, commands
      * whose outcome changes what may follow must end their group. QUIT ends the session;
      * STARTTLS throws whatever follows it away unread (RFC 3207 4.2, net/smtp_tls.c), as

@@ -726,7 +726,8 @@ static void recv_done(struct conn *c, const struct io_uring_cqe *cqe)
     }
     if (!more && !c->closing && !c->waiting && !c->close_after_send && !c->peer_eof) {
         /* A pause may have ended in the same pass that cancelled the receive. */
-        if (c->recv_paused && c->in_count < CONN_IN_BUFS_MAX)
+        if (c->recv_paused && c->in_count < CONN_IN_BUFS_MAX &&
+            !(c->io->held_full && c->io->held_full(c)))
             c->recv_paused = false;
         if (!c->recv_paused)
             arm_recv(c);

@@ -131,6 +131,10 @@ struct conn_io {
     /* fill - the session took its queued input: offer more if the transport holds some;
      * false while it still holds received bytes back (receiving stays paused). NULL: none */
     bool (*fill)(struct conn *c);
+    /* held_full - the transport itself holds CONN_IN_BUFS_MAX received buffers (TLS
+     * ciphertext not decrypted yet): receiving stays paused until fill() drained them, as
+     * it does while the session's own list is full. NULL: it holds none */
+    bool (*held_full)(const struct conn *c);
     /* flush - send what is in out[] (c->send_len bytes of it go with this send) */
     void (*flush)(struct conn *c);
     /* sent - a send completed with res; returns the plaintext bytes of out[] now sent

@@ -105,6 +105,9 @@ bool conn_starttls(struct conn *c)
     }
     conn_reply(c, "220 2.0.0 Ready to start TLS");
     c->tls->plain_left = c->out_len;
+    /* A send of earlier replies may still be in flight (STARTTLS came in a later receive of
+     * the same pass): it is cleartext out[], and its completion comes to tls_sent now. */
+    c->tls->flight_plain = c->send_active;
     c->discard_input = true;
     return true;
 }
@@ -236,6 +239,12 @@ static bool pump(struct conn *c)
     return s->cin_head == ENGINE_BUF_NONE;
 }
 
+/* tls_held_full - CONN_IN_BUFS_MAX ciphertext buffers wait: receiving stays paused. */
+static bool tls_held_full(const struct conn *c)
+{
+    return c->tls->cin_count >= CONN_IN_BUFS_MAX;
+}
+
 /* tls_received - ciphertext arrived: keep it, then decrypt what the session can take. */
 static void tls_received(struct conn *c, uint16_t bid, int len)
 {
@@ -253,7 +262,7 @@ static void tls_received(struct conn *c, uint16_t bid, int len)
         c->w->bufs[s->cin_tail].next = bid;
     s->cin_tail = bid;
     s->cin_count++;
-    if (s->cin_count >= CONN_IN_BUFS_MAX)
+    if (tls_held_full(c))
         conn_recv_pause(c);
     if (c->in_head == ENGINE_BUF_NONE)
         pump(c);                /* else the session's input loop asks through fill */
@@ -294,8 +303,13 @@ static void tls_flush(struct conn *c)
         s->notify_sent = true;
     }
     p = tls_out(s->t, &len);
-    if (!len)
+    if (!len) {
+        /* Leaving in the middle of the handshake (SIGTERM): no reply can be given inside
+         * it, and none may go in the clear. Close now rather than linger. */
+        if (!s->done && c->close_after_send)
+            conn_close(c);
         return;
+    }
     s->flight = len;
     s->flight_plain = false;
     conn_send(c, p, len);
@@ -355,6 +369,7 @@ static const struct conn_io conn_io_tls = {
     .name = "tls",
     .received = tls_received,
     .fill = tls_fill,
+    .held_full = tls_held_full,
     .flush = tls_flush,
     .sent = tls_sent,
     .timeout = tls_timeout,

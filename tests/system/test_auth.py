@@ -441,15 +441,37 @@ def test_overlong_lines(daemons, tmp_path):
 def test_pipelining_behind_auth_is_refused(daemons, tmp_path):
     d = start(daemons, tmp_path)
     with connect(d) as c:
-        c.send("AUTH PLAIN %s\r\nMAIL FROM:<a@example.com>\r\n" % plain("alice", "secret"))
-        r = c.reply()
-        assert r.startswith("554 5.5.0"), r
-        assert c.is_closed(5)
-    with connect(d) as c:
         c.send("AUTH PLAIN\r\n%s\r\n" % plain("alice", "secret"))
         assert c.reply().startswith("554 5.5.0")
         assert c.is_closed(5)
+    with connect(d) as c:                      # LOGIN takes two round trips
+        c.send("AUTH LOGIN %s\r\n%s\r\n" % (b64("alice"), b64("secret")))
+        assert c.reply().startswith("554 5.5.0")
+        assert c.is_closed(5)
     assert auth_metric(d, "success") == 0
+
+
+def test_pipelining_behind_auth_plain_with_initial_response(daemons, tmp_path):
+    """RFC 4954 4: AUTH with the initial response of a one-round-trip mechanism (PLAIN) may
+    be followed in its group; what follows is answered after the verdict, and judged by it."""
+    d = start(daemons, tmp_path, listener={"auth": "required"})
+    with connect(d) as c:
+        c.send("AUTH PLAIN %s\r\nMAIL FROM:<a@example.com>\r\n" % plain("alice", "nope"))
+        assert c.reply().startswith("535 5.7.8")
+        assert c.reply().startswith("530 5.7.0")
+        c.sentinel()
+        c.quit()
+    for _ in range(2):                         # a check in the pool, then a cached success
+        with connect(d) as c:
+            c.send("AUTH PLAIN %s\r\nMAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>"
+                   "\r\nRSET\r\n" % plain("alice", "secret"))
+            assert c.reply().startswith("235 2.7.0")
+            assert [c.reply().code for _ in range(3)] == [250, 250, 250]
+            c.sentinel()
+            c.quit()
+    assert auth_metric(d, "success") == 2
+    assert auth_metric(d, "failure") == 1
+    assert "reason=cached" in "\n".join(auth_lines(d))
 
 
 # ---- policy ----
