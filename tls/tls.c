@@ -346,8 +346,11 @@ ssize_t tls_write(struct tls_conn *t, const void *buf, size_t len)
 
     if (!len)
         return 0;
-    if (len > INT32_MAX / 2 || !out_reserve(t, len + records * TLS_RECORD_OVERHEAD))
+    if (len > INT32_MAX / 2 || !out_reserve(t, len + records * TLS_RECORD_OVERHEAD)) {
+        snprintf(t->err, sizeof(t->err), "write: %zu bytes of ciphertext wait to be sent",
+                 t->pend_len + t->flight_len - t->flight_off);
         return TLS_WANT;
+    }
     r = wolfSSL_write(t->ssl, buf, (int)len);
     if (r == (int)len)
         return r;
