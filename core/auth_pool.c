@@ -70,6 +70,7 @@
 #include "core/alloc.h"
 #include "core/auth_pool.h"
 #include "core/log.h"
+#include "core/siphash.h"
 
 _Static_assert((AUTH_CACHE_ENTRIES_MAX & (AUTH_CACHE_ENTRIES_MAX - 1)) == 0,
                "cache entries must be a power of two");
@@ -137,55 +138,6 @@ static struct {
     .cache_lock = PTHREAD_MUTEX_INITIALIZER,
     .dv_efd = -1,
 };
-
-/* ---- SipHash-2-4 (Aumasson and Bernstein), 64-bit output ---- */
-
-#define ROTL64(x, b) (((x) << (b)) | ((x) >> (64 - (b))))
-#define SIPROUND do {                                                         \
-        v0 += v1; v1 = ROTL64(v1, 13); v1 ^= v0; v0 = ROTL64(v0, 32);         \
-        v2 += v3; v3 = ROTL64(v3, 16); v3 ^= v2;                              \
-        v0 += v3; v3 = ROTL64(v3, 21); v3 ^= v0;                              \
-        v2 += v1; v1 = ROTL64(v1, 17); v1 ^= v2; v2 = ROTL64(v2, 32);         \
-    } while (0)
-
-/* load_le64 - 8 bytes, little-endian. */
-static uint64_t load_le64(const unsigned char *p)
-{
-    uint64_t v = 0;
-
-    for (int i = 7; i >= 0; i--)
-        v = v << 8 | p[i];
-    return v;
-}
-
-/* siphash24 - the keyed hash of len bytes at in. */
-static uint64_t siphash24(const uint64_t key[2], const unsigned char *in, size_t len)
-{
-    uint64_t v0 = 0x736f6d6570736575ull ^ key[0], v1 = 0x646f72616e646f6dull ^ key[1];
-    uint64_t v2 = 0x6c7967656e657261ull ^ key[0], v3 = 0x7465646279746573ull ^ key[1];
-    uint64_t b = (uint64_t)len << 56, m;
-    size_t whole = len & ~(size_t)7;
-
-    for (size_t i = 0; i < whole; i += 8) {
-        m = load_le64(in + i);
-        v3 ^= m;
-        SIPROUND;
-        SIPROUND;
-        v0 ^= m;
-    }
-    for (size_t i = 0; i < (len & 7); i++)
-        b |= (uint64_t)in[whole + i] << (8 * i);
-    v3 ^= b;
-    SIPROUND;
-    SIPROUND;
-    v0 ^= b;
-    v2 ^= 0xff;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    SIPROUND;
-    return v0 ^ v1 ^ v2 ^ v3;
-}
 
 /* ---- the success cache ---- */
 

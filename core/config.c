@@ -90,7 +90,7 @@ enum key_id {
     K_GREETING_DELAY, K_BARE_LINE_ENDINGS, K_MAX_ERRORS, K_MAX_CONNECTIONS,
     K_HOSTED_DOMAINS, K_SENDER_LOGINS, K_TRUSTED_NETWORKS, K_RELAY_MODE, K_RELAY_ENFORCE_AFTER,
     K_NOTIFY_TEMPLATE, K_NOTIFY_INTERVAL, K_HOST_REGISTRY, K_USER_HOURLY_MESSAGES,
-    K_USER_HOURLY_RECIPIENTS, K_IP_HOURLY_MESSAGES,
+    K_USER_HOURLY_RECIPIENTS, K_IP_HOURLY_MESSAGES, K_RATE_WINDOW, K_RELAY_HELP,
     K_SMARTHOST, K_DNS_SERVERS, K_SOURCE_ADDRESSES, K_RELAY_TLS, K_RETRY_MIN, K_RETRY_MAX,
     K_QUEUE_LIFETIME, K_RELAY_PORT, K_DEST_CONCURRENCY, K_MSGS_PER_CONN, K_CONNECT_TIMEOUT,
     K_COMMAND_TIMEOUT, K_RELAY_TLS_CA,
@@ -106,6 +106,7 @@ _Static_assert(LK_COUNT <= CONFIG_LISTENER_KEYS_MAX, "raise CONFIG_LISTENER_KEYS
 enum key_type {
     T_PATH,        /* a file or directory path; "" = unset unless min says otherwise */
     T_WORD,        /* one user-name-like token: A-Z a-z 0-9 . _ -, not starting with '-' */
+    T_TEXT,        /* printable ASCII that goes into SMTP replies as it is */
     T_HOSTNAME,    /* a plausible domain name */
     T_HOSTPORT,    /* host[:port] or [address][:port], stored "host:port"; "" = unset */
     T_UINT,        /* a decimal count */
@@ -247,6 +248,9 @@ static const struct key_def keys[K_COUNT] = {
                                    .dflt = "0" },
     [K_IP_HOURLY_MESSAGES] = { "policy", "ip_hourly_messages", T_UINT,
                                CFG(ip_hourly_messages), .max = UINT32_MAX, .dflt = "0" },
+    [K_RATE_WINDOW] = { "policy", "rate_window", T_SEC, CFG(rate_window_s),
+                        .min = MS_PER_S, .max = MS_PER_D, .dflt = "1h" },
+    [K_RELAY_HELP] = { "policy", "relay_help", T_TEXT, CFG(relay_help), .dflt = "" },
 
     /* [relay] */
     [K_SMARTHOST] = { "relay", "smarthost", T_HOSTPORT, CFG(smarthost), .dflt = "" },
@@ -405,7 +409,7 @@ static void store_uint(void *p, size_t size, uint64_t v)
     }
 }
 
-/* set_string - T_PATH, T_WORD, T_HOSTNAME: a bounded copy. */
+/* set_string - T_PATH, T_WORD, T_TEXT, T_HOSTNAME: a bounded copy. */
 static int set_string(struct parse_state *st, const struct key_def *def, void *base,
                       const char *value, struct config_origin o)
 {
@@ -426,6 +430,11 @@ static int set_string(struct parse_state *st, const struct key_def *def, void *b
             return problem(st, o, "%s: '%s' is not a user name (starts with '-')",
                            def->name, value);
     }
+    if (def->type == T_TEXT)
+        for (const char *p = value; *p; p++)
+            if ((unsigned char)*p < 0x20 || (unsigned char)*p > 0x7e)
+                return problem(st, o, "%s: only printable ASCII may go into an SMTP reply "
+                               "(byte 0x%02x)", def->name, (unsigned char)*p);
     if (def->type == T_HOSTNAME && !config_hostname_plausible(value))
         return problem(st, o, "%s: '%s' is not a plausible domain name "
                        "(labels of A-Z a-z 0-9 -, separated by dots)", def->name, value);
@@ -612,6 +621,7 @@ static int set_key(struct parse_state *st, const struct key_def *def, void *base
     switch (def->type) {
     case T_PATH:
     case T_WORD:
+    case T_TEXT:
     case T_HOSTNAME:
         return set_string(st, def, base, value, o);
     case T_HOSTPORT:

@@ -20,6 +20,7 @@
 
 struct tls_ctx;
 struct passwd_db;
+struct policy_maps;
 
 #define CONFIG_LISTENERS_MAX     16   /* [listener.NAME] sections */
 #define CONFIG_ADDRS_MAX         16   /* addresses in one list value */
@@ -30,6 +31,7 @@ struct passwd_db;
 #define CONFIG_LINE_BYTES_MAX    4096 /* one line of the file, or one -o override */
 #define CONFIG_KEYS_MAX          64   /* rows of config.c's key table (static_assert there) */
 #define CONFIG_LISTENER_KEYS_MAX 4    /* rows of config.c's listener key table */
+#define CONFIG_TEXT_BYTES_MAX    200  /* a text that goes into SMTP replies ([policy] relay_help) */
 
 enum tls_mode  { TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
 enum auth_mode { AUTH_NONE, AUTH_OPTIONAL, AUTH_REQUIRED };
@@ -117,9 +119,12 @@ struct rr_config {
     char notify_template[CONFIG_PATH_BYTES_MAX];
     uint32_t notify_interval_s;   /* default 1d */
     char host_registry[CONFIG_PATH_BYTES_MAX];
-    uint32_t user_hourly_messages;   /* 0 = unlimited */
+    uint32_t user_hourly_messages;   /* 0 = unlimited; "hourly" = per rate_window */
     uint32_t user_hourly_recipients;
     uint32_t ip_hourly_messages;
+    uint32_t rate_window_s;       /* "rate_window", default 1h: the window of the three above */
+    char relay_help[CONFIG_TEXT_BYTES_MAX + 1]; /* where a refused relaying sender gets help,
+                                     quoted in the 553; "" = "postmaster@" hostname */
 
     /* [relay] */
     char smarthost[CONFIG_HOSTNAME_BYTES_MAX + 8]; /* "host:port" or "[ip]:port"; "" = MX */
@@ -145,6 +150,11 @@ struct rr_config {
     struct tls_ctx *tls_server_ctx;   /* [tls] cert/key; NULL when no listener uses TLS */
     struct tls_ctx *tls_client_ctx;   /* outbound STARTTLS; NULL when [relay] tls = none */
     struct passwd_db *passwd_db;      /* [auth] passwd_file; NULL when unset */
+    struct policy_maps *policy_maps;  /* [policy] hosted_domains, sender_logins,
+                                         host_registry (core/policy.h); NULL when none set */
+    char *notify_text;                /* [policy] notify_template's text; NULL: the built-in
+                                         one (core/notify.c: notify_template_load) */
+    size_t notify_text_len;           /* bytes of notify_text */
 
     /* [bpf] */
     enum bpf_mode bpf;            /* "enabled", default auto */

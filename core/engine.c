@@ -28,6 +28,7 @@
 #include "core/control.h"
 #include "core/engine.h"
 #include "core/log.h"
+#include "core/notify.h"
 #include "core/queue.h"
 #include "core/spool_writer.h"
 #include "net/dns.h"
@@ -515,6 +516,7 @@ out:
     tls_thread_done();     /* wolfSSL's per-thread tables: no handshake follows */
     http_metrics_fini(w);
     dns_worker_fini(w);
+    notify_worker_fini(w);  /* after the resolver: no lookup of theirs answers any more */
     __atomic_store_n(&w->done, true, __ATOMIC_RELEASE);
     return NULL;
 }

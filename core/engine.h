@@ -101,6 +101,7 @@ struct dns_worker;
 struct queue;
 struct queue_recovered;
 struct ctl_mailbox;
+struct notify_worker;
 
 struct worker {
     unsigned id;                  /* 0 .. workers-1 */
@@ -152,6 +153,8 @@ struct worker {
     struct dns_worker *dns;       /* c-ares channel on this ring */
     struct queue *queue;          /* messages this worker delivers, outbound connections */
     struct ctl_mailbox *ctl;      /* ringctl requests handed over by the main thread */
+    struct notify_worker *notify; /* relaying notices being made (core/notify.c), made at
+                                     the first one */
 
     bool stopping;                /* SIGTERM seen: stop accepting, drain */
     uint64_t stop_deadline_ms;    /* sessions still open then are closed */

@@ -19,6 +19,9 @@
 #define METRICS_MSG_REASONS(X) \
     X(MSG_AUTH_REQUIRED, "auth_required") \
     X(MSG_BAD_SENDER,    "bad_sender") \
+    X(MSG_NOT_OWNED,     "not_owned") \
+    X(MSG_RELAYING_REFUSED, "relaying_refused") \
+    X(MSG_RATE_LIMITED,  "rate_limited") \
     X(MSG_NO_RECIPIENTS, "no_recipients") \
     X(MSG_SIZE,          "size") \
     X(MSG_BARE_EOL,      "bare_line_ending") \
@@ -32,6 +35,7 @@
 #define METRICS_RCPT_REASONS(X) \
     X(RCPT_RELAY_DENIED,  "relay_denied") \
     X(RCPT_TOO_MANY,      "too_many_recipients") \
+    X(RCPT_RATE_LIMITED,  "rate_limited") \
     X(RCPT_BAD_ADDRESS,   "bad_address")
 
 /* Session-level protocol faults: ringrelay_protocol_errors_total{reason}. */

@@ -1,5 +1,6 @@
 /*
- * resources.c - load the TLS contexts and the password database a configuration names.
+ * resources.c - load the TLS contexts, the password database, the policy maps and the
+ * relaying notice's template a configuration names.
  *
  * Functions: resources_load(), resources_release().
  *
@@ -14,7 +15,9 @@
 #include <stdbool.h>
 #include <string.h>
 
+#include "core/notify.h"
 #include "core/passwd.h"
+#include "core/policy.h"
 #include "core/resources.h"
 #include "tls/tls.h"
 
@@ -70,6 +73,10 @@ int resources_load(struct rr_config *cfg, FILE *errs)
         }
         problems += bad;
     }
+    /* hosted_domains, sender_logins, host_registry: bad lines are reported as FILE:LINE and
+     * refuse the configuration like a bad passwd-file line does. */
+    cfg->policy_maps = policy_maps_load(cfg, errs, &problems);
+    problems += notify_template_load(cfg, errs);  /* the relaying notice's text */
     return problems;
 }
 
@@ -81,6 +88,9 @@ void resources_release(struct rr_config *cfg)
     if (cfg->tls_client_ctx)
         tls_ctx_unref(cfg->tls_client_ctx);
     passwd_db_unref(cfg->passwd_db);
+    policy_maps_unref(cfg->policy_maps);
+    notify_template_free(cfg);
     cfg->tls_server_ctx = cfg->tls_client_ctx = NULL;
     cfg->passwd_db = NULL;
+    cfg->policy_maps = NULL;
 }

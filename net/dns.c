@@ -1,11 +1,11 @@
 /*
  * dns.c - next-hop lookups on a worker's ring: one c-ares channel per worker, driven by
- * io_uring polls and one ring timeout; an MX stage, an address stage, a per-worker answer
- * cache, and coalescing of identical lookups.
+ * io_uring polls and one ring timeout; an MX stage, an address stage, reverse (PTR) lookups,
+ * a per-worker answer cache, and coalescing of identical lookups.
  *
  * Functions: dns_worker_init(), dns_worker_fini(), dns_worker_reload(), dns_resolve_mx(),
- * dns_resolve_host(), dns_worker_run_deferred(), dns_worker_busy(), dns_complete(),
- * dns_answer_ttl().
+ * dns_resolve_host(), dns_resolve_ptr(), dns_ptr_name(), dns_worker_run_deferred(),
+ * dns_worker_busy(), dns_complete(), dns_answer_ttl().
  *
  * The ring: c-ares says through its socket-state callback which of its sockets to watch for
  * reading or writing. Each watched socket has a slot with a one-shot IORING_OP_POLL_ADD in
@@ -22,18 +22,21 @@
  *
  * Lookups: a lookup is keyed by (kind, normalised name) and sits in an in-flight table from
  * creation to delivery, so identical requests wait on one lookup. An address lookup (kind
- * HOST) sends an A and an AAAA query. An MX lookup sends an MX query, then resolves each MX
- * host through a HOST lookup of its own (sharing their cache and coalescing). Every answer,
- * cached or not, reaches callers through the done list, drained by dns_worker_run_deferred()
- * at the end of the loop pass: callbacks never run inside dns_resolve_*() nor inside c-ares.
- * A lookup that finishes after the drain (dns_resolve_* called late in a pass) gets a ring
- * NOP ({OP_DNS_TIMER, 1, 0}) so that the loop does not sleep on it.
+ * HOST) sends an A and an AAAA query; a reverse lookup (kind PTR, for the relaying notice)
+ * one PTR query for the in-addr.arpa or ip6.arpa name of the address. An MX lookup sends an
+ * MX query, then resolves each MX host through a HOST lookup of its own (sharing their cache
+ * and coalescing). Every answer, cached or not, reaches callers through the done list,
+ * drained by dns_worker_run_deferred() at the end of the loop pass: callbacks never run
+ * inside dns_resolve_*() nor inside c-ares. A lookup that finishes after the drain
+ * (dns_resolve_* called late in a pass) gets a ring NOP ({OP_DNS_TIMER, 1, 0}) so that the
+ * loop does not sleep on it.
  *
- * Cache: MX answers (the host list, or NXDOMAIN / null MX / no MX) and address answers (the
- * addresses, or NXDOMAIN / no address) per worker, for the smallest TTL of the records used
- * (an MX answer's TTL is read from the raw answer by dns_answer_ttl(), which c-ares 1.18 does
- * not give), clamped to [DNS_TTL_MIN_S, DNS_TTL_MAX_S]; negative answers DNS_NEG_TTL_S;
- * temporary failures are not kept. DNS_CACHE_ENTRIES_MAX entries, oldest evicted first.
+ * Cache: MX answers (the host list, or NXDOMAIN / null MX / no MX), address answers (the
+ * addresses, or NXDOMAIN / no address) and PTR answers (the name, or none) per worker, for
+ * the smallest TTL of the records used (an MX or PTR answer's TTL is read from the raw answer
+ * by dns_answer_ttl(), which c-ares 1.18 does not give), clamped to [DNS_TTL_MIN_S,
+ * DNS_TTL_MAX_S]; negative answers DNS_NEG_TTL_S; temporary failures are not kept.
+ * DNS_CACHE_ENTRIES_MAX entries, oldest evicted first.
  *
  * Configuration: the channel reads /etc/resolv.conf once, at dns_worker_init (before the
  * loop), and keeps its servers as the "system" list; lookups are DNS only (no /etc/hosts, no
@@ -43,21 +46,23 @@
  *
  * SECURITY: answers come from the network. c-ares parses the records (and checks that the
  * answer matches the query); dns_answer_ttl() bounds every offset by the answer's length and
- * follows no compression pointer. Names from answers are accepted only as host names (letters,
- * digits, '-', '_', labels of 1..63 bytes, at most 253 bytes); counts are capped at
- * DNS_HOSTS_MAX and DNS_ADDRS_MAX; callers' lookups on the network at DNS_LOOKUPS_MAX (more
- * wait, up to DNS_BACKLOG_MAX). Hash table keys are seeded per worker so that chosen names do
- * not pile into one bucket. Sockets are not kept open while idle, so that the UDP source port
- * changes (see chan_new).
+ * follows no compression pointer. Names from answers (MX hosts, PTR targets) are accepted
+ * only as host names (letters, digits, '-', '_', labels of 1..63 bytes, at most 253 bytes);
+ * counts are capped at DNS_HOSTS_MAX and DNS_ADDRS_MAX; callers' lookups on the network at
+ * DNS_LOOKUPS_MAX (more wait, up to DNS_BACKLOG_MAX). Hash table keys are seeded per worker
+ * so that chosen names do not pile into one bucket. Sockets are not kept open while idle, so
+ * that the UDP source port changes (see chan_new).
  *
- * STANDARDS: RFC 1035 4.1 (message format, name compression), RFC 2181 8 (a TTL with its top
- * bit set is 0), RFC 5321 5.1 (MX preference order, random among equal preferences, implicit
- * MX; IPv4 before IPv6 here), RFC 7505 (null MX), RFC 2308 (negative answers are cached; a
- * fixed lifetime here instead of the SOA minimum).
+ * STANDARDS: RFC 1035 4.1 (message format, name compression) and 3.5 (in-addr.arpa), RFC
+ * 3596 2.5 (ip6.arpa), RFC 2317 (classless reverse delegation: c-ares follows the CNAME), RFC
+ * 2181 8 (a TTL with its top bit set is 0), RFC 5321 5.1 (MX preference order, random among
+ * equal preferences, implicit MX; IPv4 before IPv6 here), RFC 7505 (null MX), RFC 2308
+ * (negative answers are cached; a fixed lifetime here instead of the SOA minimum).
  */
 #include <ares.h>
 #include <arpa/inet.h>
 #include <errno.h>
+#include <netdb.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <pthread.h>
@@ -74,6 +79,7 @@
 
 #define DNS_TYPE_A              1
 #define DNS_TYPE_CNAME          5
+#define DNS_TYPE_PTR            12
 #define DNS_TYPE_MX             15
 #define DNS_TYPE_AAAA           28
 #define DNS_CLASS_IN            1
@@ -106,7 +112,7 @@ _Static_assert((DNS_LOOKUP_BUCKETS & (DNS_LOOKUP_BUCKETS - 1)) == 0, "power of 2
 _Static_assert((DNS_CACHE_BUCKETS & (DNS_CACHE_BUCKETS - 1)) == 0, "power of 2");
 _Static_assert(DNS_HOSTS_MAX <= 255 && DNS_ADDRS_MAX <= 255, "counts kept in a byte");
 
-enum dns_kind { KIND_MX, KIND_HOST };
+enum dns_kind { KIND_MX, KIND_HOST, KIND_PTR };
 
 /* What the MX stage, or one family of an address lookup, found. */
 enum dns_found {
@@ -182,6 +188,8 @@ struct dns_lookup {
     struct dns_family fam[2];     /* A, AAAA */
     unsigned addr_count;
     struct dns_addr addrs[DNS_ADDRS_MAX]; /* the answer: IPv4 first */
+    /* PTR lookups */
+    char ptr[DNS_NAME_BYTES_MAX]; /* the answer: a host name, normalised */
     /* MX lookups */
     enum dns_found mx;            /* what the MX stage found */
     bool mx_cached;               /* ... taken from the cache (not logged again) */
@@ -191,7 +199,8 @@ struct dns_lookup {
 };
 
 /* One cached answer. MX: state, and the hosts (names in names[] after the key) with their
- * preferences. HOST: state, and the addresses. */
+ * preferences. HOST: state, and the addresses. PTR: state, and the name (names[] after the
+ * key, at name_off[0]). */
 struct dns_entry {
     struct dns_entry *hnext;      /* cache table chain */
     struct dns_entry *older, *newer; /* age list: evicted from the oldest end */
@@ -738,6 +747,9 @@ static void cache_put(struct dns_worker *d, struct dns_lookup *l, enum dns_found
             names_len += strlen(l->targets[i].name) + 1;
     } else if (l->kind == KIND_HOST && found == FOUND_LIST) {
         count = l->addr_count;
+    } else if (l->kind == KIND_PTR && found == FOUND_LIST) {
+        count = 1;
+        names_len += strlen(l->ptr) + 1;
     }
     old = cache_get(d, l->kind, l->name, l->hash);
     if (old)
@@ -759,6 +771,11 @@ static void cache_put(struct dns_worker *d, struct dns_lookup *l, enum dns_found
             e->name_off[i] = (uint16_t)off;
             memcpy(e->names + off, l->targets[i].name, n);
             off += n;
+        }
+    } else if (l->kind == KIND_PTR) {
+        if (count) {
+            e->name_off[0] = (uint16_t)off;
+            memcpy(e->names + off, l->ptr, strlen(l->ptr) + 1);
         }
     } else {
         memcpy(e->addrs, l->addrs, count * sizeof(l->addrs[0]));
@@ -901,8 +918,9 @@ static void query_send(struct dns_query *q)
 /* net_send - send l's queries. */
 static void net_send(struct dns_lookup *l)
 {
-    if (l->kind == KIND_MX) {
-        l->q[0] = (struct dns_query){ .l = l, .type = DNS_TYPE_MX };
+    if (l->kind == KIND_MX || l->kind == KIND_PTR) {
+        l->q[0] = (struct dns_query){ .l = l,
+                                      .type = l->kind == KIND_MX ? DNS_TYPE_MX : DNS_TYPE_PTR };
         query_send(&l->q[0]);
     } else {
         /* Both queries are set up before either is sent: the first may answer at once. */
@@ -1212,6 +1230,45 @@ static void mx_answer(struct dns_lookup *l, int status, const unsigned char *abu
     targets_start(l);
 }
 
+/* ptr_answer - the answer to a PTR lookup: its first PTR record that names a valid host
+ * (c-ares follows a CNAME, as in classless reverse delegation, RFC 2317). */
+static void ptr_answer(struct dns_lookup *l, int status, const unsigned char *abuf, int alen)
+{
+    struct dns_worker *d = l->d;
+    struct hostent *he = NULL;
+    static const unsigned char any_addr[4];  /* c-ares copies it into the hostent; unused */
+
+    if (status == ARES_SUCCESS) {
+        int r = ares_parse_ptr_reply(abuf, alen, any_addr, sizeof(any_addr), AF_INET, &he);
+        if (r == ARES_SUCCESS && he && he->h_name && name_normal(he->h_name, l->ptr))
+            status = ARES_SUCCESS;
+        else if (r == ARES_SUCCESS || r == ARES_ENODATA)
+            status = ARES_ENODATA;    /* none, or only names that are no host names */
+        else
+            status = r;
+        if (he)
+            ares_free_hostent(he);
+    }
+    if (status == ARES_SUCCESS) {
+        int64_t ttl = ttl_min(dns_answer_ttl(abuf, (size_t)alen, DNS_TYPE_PTR),
+                              dns_answer_ttl(abuf, (size_t)alen, DNS_TYPE_CNAME));
+        cache_put(d, l, FOUND_LIST, ttl_clamp(ttl));
+        l->status = DNS_OK;
+        lookup_done(l);
+    } else if (status == ARES_ENOTFOUND || status == ARES_ENODATA) {
+        l->ptr[0] = '\0';
+        cache_put(d, l, status == ARES_ENOTFOUND ? FOUND_NXDOMAIN : FOUND_NODATA,
+                  DNS_NEG_TTL_S);
+        set_error(l, "PTR lookup for %s: %s", l->name, ares_reason(status));
+        lookup_fail(l, DNS_NXDOMAIN, ares_reason(status));
+    } else {
+        set_error(l, "PTR lookup for %s: %s", l->name, ares_reason(status));
+        lookup_fail(l, DNS_TEMPFAIL, ares_reason(status));
+    }
+    log_event(LOG_DEBUG, "event=dns_answer kind=ptr name=%s status=%s ptr=%s", log_q(l->name),
+              status_name(l->status), log_q(l->ptr));
+}
+
 /* query_answer - c-ares' callback for one query: to the MX or the address stage; a query
  * cancelled by a reload is sent again on the new channel. */
 static void query_answer(void *arg, int status, int timeouts, unsigned char *abuf, int alen)
@@ -1230,6 +1287,8 @@ static void query_answer(void *arg, int status, int timeouts, unsigned char *abu
         alen = 0;
     if (q->type == DNS_TYPE_MX)
         mx_answer(l, status, abuf, alen);
+    else if (q->type == DNS_TYPE_PTR)
+        ptr_answer(l, status, abuf, alen);
     else
         family_answer(l, q == &l->q[0] ? 0 : 1, status, abuf, alen);
 }
@@ -1274,6 +1333,20 @@ static void from_cache_mx(struct dns_lookup *l, const struct dns_entry *e)
     targets_start(l);
 }
 
+/* from_cache_ptr - fill PTR lookup l from entry e. */
+static void from_cache_ptr(struct dns_lookup *l, const struct dns_entry *e)
+{
+    if (e->found == FOUND_LIST && e->count) {
+        snprintf(l->ptr, sizeof(l->ptr), "%s", e->names + e->name_off[0]);
+        l->status = DNS_OK;
+        lookup_done(l);
+        return;
+    }
+    set_error(l, "PTR lookup for %s: %s", l->name,
+              e->found == FOUND_NXDOMAIN ? "NXDOMAIN" : "no records");
+    lookup_fail(l, DNS_NXDOMAIN, e->found == FOUND_NXDOMAIN ? "NXDOMAIN" : "no records");
+}
+
 /* resolve - a lookup of (kind, name) for a caller (cb, arg) or an MX host (target). Joins a
  * lookup in flight, answers from a literal or the cache, or asks the network. */
 static void resolve(struct dns_worker *d, enum dns_kind kind, const char *name, dns_cb cb,
@@ -1285,7 +1358,7 @@ static void resolve(struct dns_worker *d, enum dns_kind kind, const char *name, 
     struct dns_entry *e;
     uint32_t hash;
 
-    if (literal_addr(name, &lit)) {
+    if (kind != KIND_PTR && literal_addr(name, &lit)) {
         /* An address literal: one host with that address, not cached, not shared. */
         l = lookup_new(d, kind, name, 0, false);
         waiter_add(d, l, cb, arg, target);
@@ -1306,7 +1379,8 @@ static void resolve(struct dns_worker *d, enum dns_kind kind, const char *name, 
     if (!name_normal(name, norm)) {
         l = lookup_new(d, kind, "", 0, false);
         waiter_add(d, l, cb, arg, target);
-        set_error(l, "invalid %s name", kind == KIND_MX ? "domain" : "host");
+        set_error(l, "invalid %s name",
+                  kind == KIND_MX ? "domain" : kind == KIND_PTR ? "reverse" : "host");
         lookup_fail(l, DNS_NXDOMAIN, "invalid name");
         return;
     }
@@ -1321,6 +1395,8 @@ static void resolve(struct dns_worker *d, enum dns_kind kind, const char *name, 
     e = cache_get(d, kind, norm, hash);
     if (e && kind == KIND_HOST)
         from_cache_host(l, e);
+    else if (e && kind == KIND_PTR)
+        from_cache_ptr(l, e);
     else if (e)
         from_cache_mx(l, e);
     else
@@ -1342,6 +1418,13 @@ static void result_fill(struct dns_worker *d, const struct dns_lookup *l)
         return;
     }
     r->error[0] = '\0';
+    if (l->kind == KIND_PTR) {
+        snprintf(r->hosts[0].name, sizeof(r->hosts[0].name), "%s", l->ptr);
+        r->hosts[0].pref = 0;
+        r->hosts[0].addr_count = 0;
+        r->host_count = 1;
+        return;
+    }
     if (l->kind == KIND_HOST) {
         struct dns_host *h = &r->hosts[0];
         snprintf(h->name, sizeof(h->name), "%s", l->name);
@@ -1434,6 +1517,49 @@ void dns_resolve_mx(struct worker *w, const char *domain, dns_cb cb, void *arg)
 void dns_resolve_host(struct worker *w, const char *host, dns_cb cb, void *arg)
 {
     resolve(w->dns, KIND_HOST, host, cb, arg, NULL);
+    after_resolve(w->dns);
+}
+
+/* dns_ptr_name - the reverse lookup name of sa (RFC 1035 3.5, RFC 3596 2.5). */
+bool dns_ptr_name(const struct sockaddr *sa, char *out, size_t cap)
+{
+    static const char hex[] = "0123456789abcdef";
+    const unsigned char *b;
+    size_t o = 0;
+
+    if (sa->sa_family == AF_INET6) {
+        const struct sockaddr_in6 *s6 = (const struct sockaddr_in6 *)sa;
+        b = s6->sin6_addr.s6_addr;
+        if (!IN6_IS_ADDR_V4MAPPED(&s6->sin6_addr)) {
+            if (cap < 16 * 4 + sizeof("ip6.arpa"))
+                return false;
+            for (int i = 15; i >= 0; i--) {
+                out[o++] = hex[b[i] & 0xf];
+                out[o++] = '.';
+                out[o++] = hex[b[i] >> 4];
+                out[o++] = '.';
+            }
+            memcpy(out + o, "ip6.arpa", sizeof("ip6.arpa"));
+            return true;
+        }
+        b += 12;                      /* ::ffff:a.b.c.d is a.b.c.d */
+    } else if (sa->sa_family == AF_INET) {
+        b = (const unsigned char *)&((const struct sockaddr_in *)sa)->sin_addr;
+    } else {
+        return false;
+    }
+    return snprintf(out, cap, "%u.%u.%u.%u.in-addr.arpa", b[3], b[2], b[1], b[0]) <
+           (int)cap;
+}
+
+/* dns_resolve_ptr - the reverse DNS name of an address. */
+void dns_resolve_ptr(struct worker *w, const struct sockaddr *sa, dns_cb cb, void *arg)
+{
+    char name[DNS_NAME_BYTES_MAX];
+
+    if (!dns_ptr_name(sa, name, sizeof(name)))
+        name[0] = '\0';              /* an invalid name: answered NXDOMAIN */
+    resolve(w->dns, KIND_PTR, name, cb, arg, NULL);
     after_resolve(w->dns);
 }
 

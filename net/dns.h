@@ -9,6 +9,8 @@
  * in preference order, each with its addresses; a domain without MX records is its own single
  * target (implicit MX, preference 0); a null MX (RFC 7505: one MX "." of preference 0) is
  * DNS_NULLMX. dns_resolve_host() gives the addresses of one host name (a smarthost).
+ * dns_resolve_ptr() gives the reverse DNS name of an address (the relaying notice); it is
+ * not forward-confirmed here: a caller that relies on it resolves the name again.
  * Both take an IP address literal too ("192.0.2.1", "[192.0.2.1]", "[IPv6:2001:db8::1]"):
  * one host with that address, at once (but still through the callback). Names are absolute
  * (no search list) and resolved through DNS only (not /etc/hosts).
@@ -79,6 +81,18 @@ void dns_resolve_mx(struct worker *w, const char *domain, dns_cb cb, void *arg);
 
 /* dns_resolve_host - the addresses of one host (one entry in hosts[]); cb later. */
 void dns_resolve_host(struct worker *w, const char *host, dns_cb cb, void *arg);
+
+/* dns_resolve_ptr - the reverse DNS name of address sa (AF_INET, AF_INET6; a v4-mapped IPv6
+ * address is asked as IPv4), cb later: DNS_OK with the name (a valid host name, lower case)
+ * in hosts[0].name and no address; DNS_NXDOMAIN when there is none (NXDOMAIN, no PTR record,
+ * or none that is a host name, or sa of another family); DNS_TEMPFAIL. Cached for the
+ * record's TTL (DNS_NEG_TTL_S when there is none); bounded by the resolver's timeouts. */
+void dns_resolve_ptr(struct worker *w, const struct sockaddr *sa, dns_cb cb, void *arg);
+
+/* dns_ptr_name - the reverse lookup name of sa into out (cap >= DNS_NAME_BYTES_MAX):
+ * "4.3.2.1.in-addr.arpa" (also for ::ffff:1.2.3.4), or 32 nibbles and "ip6.arpa"; false for
+ * another family or a short out. */
+bool dns_ptr_name(const struct sockaddr *sa, char *out, size_t cap);
 
 /* dns_worker_run_deferred - deliver cached answers (end of each loop pass). */
 void dns_worker_run_deferred(struct worker *w);

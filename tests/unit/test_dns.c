@@ -9,14 +9,18 @@
  * message just under 64 KiB) are built at run time. Every row is also read cut at every
  * length, which must give -1 or a TTL and never read past the cut (ASan build).
  *
+ * Also the reverse lookup names of dns_ptr_name() (IPv4, IPv6, v4-mapped, other families).
+ *
  * The resolver itself (c-ares on the ring) is tested against a real DNS server in the system
- * tests.
+ * tests (PTR lookups: tests/system/test_notify.py).
  */
 #include "net/dns.h"
 #include "tests/unit/check.h"
 
+#include <arpa/inet.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/un.h>
 
 #define S(s) (const unsigned char *)s, sizeof(s) - 1  /* bytes that may hold NUL, and length */
 
@@ -245,8 +249,51 @@ static void many_answers(void)
     free(m.b);
 }
 
+/* Reverse lookup names (dns_ptr_name): text address -> PTR query name ("" = refused). */
+struct ptr_row {
+    int family;
+    const char *addr;
+    const char *want;
+};
+
+static const struct ptr_row ptr_rows[] = {
+    { AF_INET, "192.0.2.1", "1.2.0.192.in-addr.arpa" },
+    { AF_INET, "127.0.0.1", "1.0.0.127.in-addr.arpa" },
+    { AF_INET, "0.0.0.0", "0.0.0.0.in-addr.arpa" },
+    { AF_INET, "255.255.255.255", "255.255.255.255.in-addr.arpa" },
+    { AF_INET6, "2001:db8::567:89ab",
+      "b.a.9.8.7.6.5.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.8.b.d.0.1.0.0.2.ip6.arpa" },
+    { AF_INET6, "::1", "1.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.ip6.arpa" },
+    { AF_INET6, "::ffff:198.51.100.7", "7.100.51.198.in-addr.arpa" },  /* v4-mapped: IPv4 */
+    { AF_UNIX, "", "" },
+};
+
+static void ptr_names(void)
+{
+    for (size_t i = 0; i < sizeof(ptr_rows) / sizeof(ptr_rows[0]); i++) {
+        const struct ptr_row *r = &ptr_rows[i];
+        struct sockaddr_storage ss;
+        char out[DNS_NAME_BYTES_MAX];
+        bool ok;
+        memset(&ss, 0, sizeof(ss));
+        ss.ss_family = (sa_family_t)r->family;
+        if (r->family == AF_INET)
+            inet_pton(AF_INET, r->addr, &((struct sockaddr_in *)&ss)->sin_addr);
+        else if (r->family == AF_INET6)
+            inet_pton(AF_INET6, r->addr, &((struct sockaddr_in6 *)&ss)->sin6_addr);
+        ok = dns_ptr_name((struct sockaddr *)&ss, out, sizeof(out));
+        CHECK(ok == (r->want[0] != '\0'), "%s: ok %d", r->addr, ok);
+        if (ok && r->want[0])
+            CHECK(strcmp(out, r->want) == 0, "%s: %s", r->addr, out);
+        if (r->family == AF_INET6 && r->want[0])  /* too small a buffer is refused, not cut */
+            CHECK(!dns_ptr_name((struct sockaddr *)&ss, out, strlen(r->want)), "%s: short",
+                  r->addr);
+    }
+}
+
 int main(void)
 {
+    ptr_names();
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++)
         run_row(rows[i].name, rows[i].in, rows[i].len, rows[i].qtype, rows[i].want);
     CHECK(dns_answer_ttl(NULL, 0, MX) == -1, "NULL buffer");
