@@ -7,9 +7,12 @@
  *
  * SECURITY: lines reach here bounded (512 octets; AUTH lines by RFC 4954's larger bound,
  * see net/smtp_auth.h) with CRLF removed; every argument goes through net/smtp_parse.c (or
- * net/sasl.c for AUTH) before use. Relaying is allowed to authenticated clients and to
- * clients inside trusted_networks for now (the policy layer refines this); a listener with
- * auth = required wants AUTH before MAIL from everyone. A client that pipelines where RFC
+ * net/sasl.c for AUTH) before use. The relay policy is core/policy.c: recipients only for
+ * authenticated clients and clients inside trusted_networks, an authenticated client's
+ * sender judged at MAIL (hosted, owned, relaying by relay_mode), the hourly limits of
+ * core/ratelimit.c taken last at MAIL and RCPT so that nothing refused for another reason
+ * costs a token, and the relaying notice (core/notify.c) once the message is on disk; a
+ * listener with auth = required wants AUTH before MAIL from everyone. A client that pipelines where RFC
  * 2920 forbids it, or without having been offered PIPELINING, is refused and dropped, so no
  * command can be smuggled behind one whose outcome it did not wait for; AUTH and its
  * response lines end a group (what follows AUTH PLAIN with an initial response waits for
@@ -29,7 +32,10 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
+#include "core/notify.h"
+#include "core/policy.h"
 #include "core/queue.h"
+#include "core/ratelimit.h"
 #include "core/spool.h"
 #include "net/smtp_auth.h"
 #include "net/smtp_session.h"
@@ -41,6 +47,7 @@
 /* One command being handled: the split line and what check() parsed out of it. */
 struct cmd_ctx {
     struct smtp_cmd cmd;          /* verb and argument (points into the input) */
+    bool notify;                  /* MAIL: relaying in notify mode */
     struct smtp_addr addr;        /* MAIL / RCPT path */
     struct smtp_mail_params params; /* MAIL parameters */
     uint64_t chunk_bytes;         /* BDAT size */
@@ -156,11 +163,30 @@ static bool check_mail(struct conn *c, struct cmd_ctx *x)
         smtp_protocol_error(c, PROTO_SYNTAX);
         return false;
     }
+    x->notify = false;
+    if (c->authenticated) {       /* the sender rules (core/policy.c) */
+        struct policy_result res;
+        if (policy_sender(cfg->policy_maps, cfg, c->login, x->addr.text, time(NULL), &res) ==
+            POLICY_REJECT) {
+            refuse_message(c, res.reply, res.msg_reason);
+            return false;
+        }
+        x->notify = res.notify;
+    }
     /* Free space is sampled each second by the main thread; keep the floor plus this
      * message (its declared SIZE, else the largest allowed) out of reach. */
     if (free_bytes < cfg->spool_min_free_bytes +
                          (x->params.has_size ? x->params.size : cfg->message_bytes_max)) {
         refuse_message(c, "452 4.3.1 Insufficient system storage", MSG_SPOOL_FULL);
+        return false;
+    }
+    /* Last: a MAIL refused for any other reason takes nothing from the hourly limits. */
+    enum ratelimit_hit hit = ratelimit_mail(ratelimit_shared(), cfg,
+                                            c->authenticated ? c->login : NULL, &c->peer.sa,
+                                            c->w->now_ms);
+    if (hit != RATELIMIT_OK) {
+        char reply[RATELIMIT_REPLY_BYTES_MAX + 1];
+        refuse_message(c, ratelimit_reply(hit, cfg, reply, sizeof(reply)), MSG_RATE_LIMITED);
         return false;
     }
     return true;
@@ -172,6 +198,7 @@ static void proceed_mail(struct conn *c, struct cmd_ctx *x)
 
     t->from = x->addr;
     t->params = x->params;
+    t->notify = x->notify;
     conn_set_state(c, ST_MAIL);
     conn_reply(c, "250 2.1.0 Ok");
 }
@@ -202,9 +229,18 @@ static bool check_rcpt(struct conn *c, struct cmd_ctx *x)
         smtp_protocol_error(c, PROTO_SYNTAX);
         return false;
     }
-    if (!c->authenticated &&
-        !config_net_match(cfg->trusted_networks, cfg->trusted_network_count, &c->peer.sa)) {
-        refuse_rcpt(c, "554 5.7.1 Relay access denied", RCPT_RELAY_DENIED);
+    if (!policy_may_relay(cfg, c->authenticated, &c->peer.sa)) {
+        char reply[POLICY_REPLY_BYTES_MAX + 1];
+        refuse_rcpt(c, policy_relay_denied_reply(x->addr.text, reply, sizeof(reply)),
+                    RCPT_RELAY_DENIED);
+        return false;
+    }
+    /* Last: a recipient refused above (452 beyond max_recipients too) takes no token. */
+    enum ratelimit_hit hit = ratelimit_rcpt(ratelimit_shared(), cfg,
+                                            c->authenticated ? c->login : NULL, c->w->now_ms);
+    if (hit != RATELIMIT_OK) {
+        char reply[RATELIMIT_REPLY_BYTES_MAX + 1];
+        refuse_rcpt(c, ratelimit_reply(hit, cfg, reply, sizeof(reply)), RCPT_RATE_LIMITED);
         return false;
     }
     return true;
@@ -595,6 +631,30 @@ static void after_txn(struct conn *c)
     }
 }
 
+/* relaying_notice - a message relayed in notify mode is accepted: the customer is told
+ * (core/notify.c; at most once per login and domain per notify_interval). The login and the
+ * client address come from the envelope, since the session may be gone. */
+static void relaying_notice(struct worker *w, const struct txn *t, const struct conn *c,
+                            const char *login, size_t login_len, uint64_t qid)
+{
+    char user[POLICY_LOGIN_BYTES_MAX + 1], ip[CONN_PEER_BYTES];
+    const char *v;
+    size_t n = 0;
+
+    if (login_len > POLICY_LOGIN_BYTES_MAX)
+        return;
+    memcpy(user, login, login_len);
+    user[login_len] = 0;
+    v = spool_env_get(t->envelope, t->envelope_len, "ip", NULL, &n);
+    if (!v || n >= sizeof(ip))
+        n = 0;
+    memcpy(ip, v ? v : "", n);
+    ip[n] = 0;
+    notify_relaying(w, &(struct notify_req){
+        .login = user, .from = t->from.text, .peer = c ? &c->peer.sa : NULL,
+        .peer_text = ip, .qid = qid });
+}
+
 /* spool_done - the spool's verdict on a committed message (or its abort). */
 static void spool_done(struct worker *w, struct spool_msg_w *sm, int err)
 {
@@ -620,6 +680,8 @@ static void spool_done(struct worker *w, struct spool_msg_w *sm, int err)
                   c ? c->peer_text : "gone");
         queue_add(w, sm->qid, sm->seg_id, t->envelope, t->envelope_len, spool_msg_chunks(sm),
                   sm->chunks, sm->bytes);
+        if (t->notify && login && login_len)
+            relaying_notice(w, t, c, login, login_len, sm->qid);
     }
     if (!c) {
         txn_free(t);

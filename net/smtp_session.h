@@ -52,6 +52,7 @@ struct txn {
     struct smtp_data_reader rd;   /* content scanner */
     bool spooling;                /* spool_msg_begin done */
     bool bdat;                    /* content comes by BDAT */
+    bool notify;                  /* relaying in notify mode: the notice follows the 250 */
     uint64_t end_ns;              /* end of content, for the accept latency */
     char *envelope;               /* COMMIT payload, built at the end */
     uint32_t envelope_len;
