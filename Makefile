@@ -104,7 +104,7 @@ deps:
 unit: $(UNIT_BIN)
 
 test: deps
-	$(Q)$(MAKE) --no-print-directory all asan fuzz
+	$(Q)$(MAKE) --no-print-directory -j$(shell nproc) all asan fuzz
 	$(Q)sh tests/run.sh
 
 run: deps

@@ -1,4 +1,5 @@
 """Configuration: -t, FILE:LINE problem reports, -o overrides, embedded defaults."""
+import fcntl
 import os
 import re
 import signal
@@ -188,6 +189,14 @@ def test_override_applies(daemons):
 
 
 def test_embedded_defaults(tmp_path):
+    # The default ports are fixed: the two passes of tests/run.sh, which run side by side,
+    # take turns here (flock is released when the file closes, even if the test fails).
+    with open("/tmp/ringrelay-test-default-ports.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        embedded_defaults(tmp_path)
+
+
+def embedded_defaults(tmp_path):
     if not (port_is_free(2525) and port_is_free(9425)):
         pytest.skip("127.0.0.1:2525 or :9425 is in use")
     log = tmp_path / "log"
