@@ -920,6 +920,36 @@ static void sender_domain(const char *sender, char out[POLICY_DOMAIN_BYTES_MAX +
     fold_copy(out, at + 1, n);
 }
 
+/* relaying_reply - the 553 of reject mode into r, from its start: the address (when quote),
+ * why, and where to get help. Without quote the address and its domain are left out, so that
+ * relay_help (CONFIG_TEXT_BYTES_MAX) or postmaster@hostname always fits the line whole. */
+static void relaying_reply(struct reply *r, const struct rr_config *cfg, const char *sender,
+                           const char *domain, bool quote)
+{
+    _Static_assert(180 + sizeof("postmaster@") - 1 + CONFIG_HOSTNAME_BYTES_MAX <=
+                       POLICY_REPLY_BYTES_MAX && 180 + CONFIG_TEXT_BYTES_MAX <=
+                       POLICY_REPLY_BYTES_MAX, "the short form (170 bytes) and help fit");
+    r->len = 0;
+    r->full = false;
+    if (quote) {
+        put(r, "553 5.7.1 <");
+        put(r, sender);
+        put(r, ">: Sender address rejected: domain ");
+        put(r, domain[0] ? domain : "(none)");
+        put(r, " is not hosted here");
+    } else {
+        put(r, "553 5.7.1 Sender address rejected: its domain is not hosted here");
+    }
+    put(r, ", so this service may not send its mail; send it through the mail server of that "
+        "domain's provider. Help: ");
+    if (cfg->relay_help[0]) {
+        put(r, cfg->relay_help);
+    } else {
+        put(r, "postmaster@");
+        put(r, cfg->hostname);
+    }
+}
+
 /* decide - fill the verdict fields of out. */
 static enum policy_verdict decide(struct policy_result *out, enum policy_verdict v,
                                   enum policy_why why)
@@ -976,18 +1006,9 @@ enum policy_verdict policy_sender(const struct policy_maps *pm, const struct rr_
     case RELAY_REJECT:
         break;
     }
-    put(&r, "553 5.7.1 <");
-    put(&r, sender);
-    put(&r, ">: Sender address rejected: domain ");
-    put(&r, out->domain[0] ? out->domain : "(none)");
-    put(&r, " is not hosted here, so this service may not send its mail; send it through "
-        "the mail server of that domain's provider. Help: ");
-    if (cfg->relay_help[0]) {
-        put(&r, cfg->relay_help);
-    } else {
-        put(&r, "postmaster@");
-        put(&r, cfg->hostname);
-    }
+    relaying_reply(&r, cfg, sender, out->domain, true);
+    if (r.full)                   /* a long address would cut the help: leave it out */
+        relaying_reply(&r, cfg, sender, out->domain, false);
     return decide(out, POLICY_REJECT, POLICY_WHY_RELAYING_REFUSED);
 }
 

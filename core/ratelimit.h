@@ -10,8 +10,9 @@
  *         so that nothing refused for another reason costs a token):
  *           hit = ratelimit_mail(rl, cfg, c->authenticated ? c->login : NULL, &c->peer.sa,
  *                                now_ms);
- *           if (hit) -> reply ratelimit_reply(hit, cfg, buf, sizeof(buf)) (451 4.7.1),
- *                       count MSG_RATE_LIMITED, log reason=ratelimit_hit_name(hit).
+ *           if (hit) -> reply ratelimit_reply(hit, cfg, buf, sizeof(buf)) (451 4.7.1, the
+ *                       reply names the limit: ratelimit_hit_name(hit)), count and log
+ *                       MSG_RATE_LIMITED (event=rejected reason=rate_limited reply=...).
  *         A check that returns true is always followed by its proceed, so taking here is
  *         taking for the MAIL that gets its 250.
  *   RCPT  last in check_rcpt (after the 452 4.5.3 beyond max_recipients, the parse and the

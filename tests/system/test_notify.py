@@ -25,6 +25,7 @@ resources_load() calling notify_template_load(). No assertion is about time.
 import base64
 import re
 import signal
+import socket
 import subprocess
 
 import pytest
@@ -47,8 +48,10 @@ def plain(user, password):
     return base64.b64encode(("\0%s\0%s" % (user, password)).encode()).decode()
 
 
-def start(daemons, peers, tmp_path, registry=True, dns=None, policy=None, args=("-v",)):
-    """A daemon in notify mode delivering to a fresh smtp-sink; returns (daemon, sink)."""
+def start(daemons, peers, tmp_path, registry=True, dns=None, policy=None, args=("-v",),
+          leaks=False):
+    """A daemon in notify mode delivering to a fresh smtp-sink; returns (daemon, sink).
+    leaks: LeakSanitizer at exit (sanitizer builds)."""
     sink = peers.sink()
     passwd = tmp_path / "passwd"
     passwd.write_text("%s:{PLAIN}%s\nalice:{PLAIN}%s\n" % (LOGIN, PASSWORD, PASSWORD))
@@ -65,9 +68,11 @@ def start(daemons, peers, tmp_path, registry=True, dns=None, policy=None, args=(
     relay = relay_sections(sink.port)
     if dns is not None:
         relay["dns_servers"] = "127.0.0.1:%d" % dns.port
-    d = daemons(args=args, server={"hostname": HOSTNAME, "workers": WORKERS},
+    d = daemons(start=False, args=args, server={"hostname": HOSTNAME, "workers": WORKERS},
                 auth={"passwd_file": str(passwd), "plaintext": "yes"},
                 policy=pol, relay=relay, **{"listener.main": {"auth": "optional"}})
+    d.leaks = leaks
+    d.start()
     return d, sink
 
 
@@ -92,7 +97,7 @@ def notices(sink):
     return sink.find(b"Subject: Notification of Relaying from ")
 
 
-def check_notice(dump, login_addr, registered_to, help_text=None, sender=SENDER):
+def check_notice(dump, login_addr, registered_to, help_text=None, sender=SENDER, login=LOGIN):
     """dump is a relaying notice to login_addr with every placeholder filled."""
     assert dump.mail_from == "", "a notice comes from <>: %r" % dump
     assert dump.rcpts == [login_addr], dump
@@ -105,9 +110,12 @@ def check_notice(dump, login_addr, registered_to, help_text=None, sender=SENDER)
     assert msg.get_content_type() == "text/plain", msg.get_content_type()
     body = msg.get_payload(decode=True).decode("utf-8")
     assert "{" not in body and "}" not in body, "a placeholder is left:\n" + body
-    for value in ("127.0.0.1", sender, registered_to, HOSTNAME, ENFORCE,
+    for value in ("127.0.0.1", sender, login, registered_to, HOSTNAME, ENFORCE,
                   help_text or "postmaster@" + HOSTNAME):
         assert value in body, "%r is missing from the notice:\n%s" % (value, body)
+    # {date}: when the relayed message was sent, an RFC 5322 date
+    assert re.search(r"on (Mon|Tue|Wed|Thu|Fri|Sat|Sun), \d\d [A-Z][a-z]{2} \d{4} "
+                     r"\d\d:\d\d:\d\d \+0000,", body), body
     return body
 
 
@@ -246,3 +254,80 @@ def test_check_reports_unknown_placeholder(tmp_path):
                        stderr=subprocess.PIPE, timeout=30 * SLACK, env=child_env())
     assert r.returncode != 0, r
     assert ("%s:2: unknown placeholder {bogus}" % tmpl) in r.stderr.decode(), r.stderr
+
+
+class Blackhole:
+    """A DNS server that takes every query and answers none: a lookup stays in flight until
+    the resolver gives up."""
+
+    def __init__(self):
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.port = self.sock.getsockname()[1]
+
+    def wait_query(self, timeout):
+        """The next query that arrives (bounded wait)."""
+        self.sock.settimeout(timeout)
+        return self.sock.recv(4096)
+
+    def close(self):
+        self.sock.close()
+
+
+def test_stop_while_the_notice_waits_for_dns(daemons, peers, tmp_path):
+    # SIGTERM while the notice's PTR lookup is unanswered: a clean exit (0, no sanitizer
+    # report, no leak), the relayed message delivered
+    hole = Blackhole()
+    try:
+        d, sink = start(daemons, peers, tmp_path, registry=False, dns=hole, leaks=True)
+        relay_one(d, tag="stop")
+        hole.wait_query(20 * SLACK)               # the PTR query is out, and stays so
+        sink.wait_find(b"X-Test-Id: stop")
+        assert d.stop(timeout=30) == 0, d.log[-4000:]
+    finally:
+        hole.close()
+    assert "event=bug" not in d.log
+
+
+def test_reload_while_the_notice_waits_for_dns(daemons, peers, tmp_path):
+    # SIGHUP with other dns_servers while the PTR lookup waits: the query moves to the new
+    # servers (or, if the first gave up meanwhile, the notice says "unknown"); one notice
+    hole = Blackhole()
+    dns = peers.dns()
+    try:
+        d, sink = start(daemons, peers, tmp_path, registry=False, dns=hole, leaks=True)
+        relay_one(d, tag="reload")
+        hole.wait_query(20 * SLACK)
+        d.set("relay", "dns_servers", "127.0.0.1:%d" % dns.port)
+        d.write_config()
+        d.signal(signal.SIGHUP)
+        wait_events(d, "reloaded", 1)
+        ev = wait_events(d, "notified", 1, timeout=60)[0]
+        assert ev["registered_to"] in ("probe.rr.test", "unknown"), ev
+        got = sink.wait_find(b"Subject: Notification of Relaying from ", timeout=60)
+        check_notice(got[0], LOGIN, ev["registered_to"])
+        assert d.stop(timeout=30) == 0, d.log[-4000:]
+    finally:
+        hole.close()
+    assert len(events(d, "notified")) == 1
+
+
+def test_registry_and_template_reload_on_sighup(daemons, peers, tmp_path):
+    d, sink = start(daemons, peers, tmp_path)
+    relay_one(d, sender="a@first.example", tag="first")
+    check_notice(sink.wait_find(b"Subject: Notification of Relaying from ")[0], LOGIN,
+                 REGISTRY_OWNER, sender="a@first.example")
+    (tmp_path / "registry").write_text("127.0.0.0/8 Renumbered Owner Ltd\n")
+    tmpl = tmp_path / "notice.txt"
+    tmpl.write_text("Reloaded template: {from} via {ip} ({registered_to}).\n")
+    d.set("policy", "notify_template", str(tmpl))
+    d.write_config()
+    d.signal(signal.SIGHUP)
+    wait_events(d, "reloaded", 1)
+    relay_one(d, sender="b@second.example", tag="second")
+    wait_events(d, "notified", 2)
+    got = wait_for(lambda: len(notices(sink)) == 2 and notices(sink), 20 * SLACK)
+    assert got, notices(sink)
+    bodies = [g.message().get_payload(decode=True).decode() for g in got]
+    assert ("Reloaded template: b@second.example via 127.0.0.1 (Renumbered Owner Ltd).\n"
+            in bodies), bodies

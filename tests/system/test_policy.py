@@ -74,20 +74,39 @@ def mail(c, sender):
 
 # ---- who may relay ----
 
+# Every trick an address can play; none is delivered locally, so each is simply denied.
+RELAY_TRICKS = [
+    "x@example.net",
+    "postmaster@hosted.example",
+    "postmaster",                                  # RFC 5321 4.1.1.3: no domain
+    "X@HOSTED.Example",                            # mixed case
+    "x%example.net@hosted.example",                # % hack
+    "example.net!x@hosted.example",                # bang path
+    '"x@example.net"@hosted.example',              # quoted local part holding @
+    "@hosted.example:x@example.net",               # source route
+    "@a.example,@hosted.example:x@example.net",
+    "x@[127.0.0.1]",                               # address literals
+    "x@[IPv6:::1]",
+    "x@localhost",
+]
+
+
 def test_unauthenticated_outside_trusted_networks_is_denied(daemons, tmp_path):
     d = policy_daemon(daemons, tmp_path)
     c = session(d)
     assert mail(c, "anyone@hosted.example").code == 250
-    for rcpt in ("x@example.net", "postmaster@hosted.example", "x%y@example.net",
-                 "@hosted.example:x@example.net", "x@[127.0.0.1]", "x@example.net."):
+    for rcpt in RELAY_TRICKS:
         r = c.cmd("RCPT TO:<%s>" % rcpt)
-        assert r.code in (501, 553, 554), (rcpt, r)
-        if r.code == 554:
-            assert r.last.startswith("554 5.7.1") and "Relay access denied" in r.last, r
+        assert r.code == 554, (rcpt, r)
+        assert r.last.startswith("554 5.7.1") and "Relay access denied" in r.last, r
+    r = c.cmd("RCPT TO:<x@example.net.>")           # trailing dot: refused either way
+    assert r.code in (501, 554), r
+    denied = len(RELAY_TRICKS) + (r.code == 554)
     assert c.cmd("DATA").code == 554            # no valid recipients
     c.quit()
-    assert d.metric("ringrelay_recipients_rejected_total", {"reason": "relay_denied"}) >= 4
-    assert "reason=relay_denied" in d.log
+    assert d.metric("ringrelay_recipients_rejected_total", {"reason": "relay_denied"}) == denied
+    ev = events(d, "rejected", reason="relay_denied")
+    assert len(ev) == denied and all(e["code"] == "554" for e in ev), ev
 
 
 def test_trusted_network_relays_without_auth(daemons, tmp_path):
@@ -249,6 +268,34 @@ def test_120_recipients_in_three_transactions(peers, daemons, tmp_path):
     assert got == sorted(rcpts)
     assert d.metric("ringrelay_recipients_rejected_total",
                     {"reason": "too_many_recipients"}) == 70 + 20
+    ev = events(d, "rejected", reason="too_many_recipients")
+    assert len(ev) == 70 + 20 and all(e["code"] == "452" for e in ev), ev[:3]
+
+
+def test_120_recipients_with_smtplib(peers, daemons, tmp_path):
+    # Python's smtplib as the client: sendmail() returns the recipients refused with 452,
+    # and the caller sends them again, as a submission client does
+    sink = peers.sink()
+    d = policy_daemon(daemons, tmp_path, sink_port=sink.port)
+    rcpts = ["s%03d@example.net" % i for i in range(120)]
+    s = smtplib.SMTP("127.0.0.1", d.port, local_hostname="client.example", timeout=10 * SLACK)
+    s.login("alice", "alice-pw")
+    left, rounds = list(rcpts), 0
+    while left and rounds < 5:
+        rounds += 1
+        refused = s.sendmail("alice@hosted.example", left, make_message("smtplib %d" % rounds))
+        assert all(code == 452 and msg.startswith(b"4.5.3") for code, msg in refused.values()), \
+            refused
+        assert len(left) - len(refused) == min(50, len(left)), (len(left), len(refused))
+        left = [r for r in left if r in refused]
+    s.quit()
+    assert rounds == 3 and not left
+    acc = events(d, "accepted")
+    assert sorted(int(e["nrcpt"]) for e in acc) == [20, 50, 50], acc
+    def got():
+        return sorted(r for dump in sink.dumps() for r in dump.rcpts)
+    assert wait_for(lambda: len(got()) >= 120, 60 * SLACK), len(got())
+    assert got() == sorted(rcpts)
 
 
 def test_hourly_limits_hit_and_recovered(daemons, tmp_path):
@@ -256,12 +303,12 @@ def test_hourly_limits_hit_and_recovered(daemons, tmp_path):
                                                  "user_hourly_recipients": 5,
                                                  "rate_window": "3s"})
     c = session(d, "alice")
-    for i in range(3):
-        assert mail(c, "alice@hosted.example").code == 250
-        c.cmd("RSET")
-    r = mail(c, "alice@hosted.example")
-    assert r.code == 451 and r.last.startswith("451 4.7.1"), r
-    assert "user_hourly_messages" in r.last or "messages" in r.last, r
+    # pipelined, so that all of them are judged at one moment whatever the machine's speed
+    c.send(b"MAIL FROM:<alice@hosted.example>\r\nRSET\r\n" * 3 +
+           b"MAIL FROM:<alice@hosted.example>\r\n")
+    reps = c.replies(7)
+    assert [r.code for r in reps] == [250, 250] * 3 + [451], reps
+    assert reps[6].last.startswith("451 4.7.1") and "user_hourly_messages" in reps[6].last
     # another login is not affected
     c2 = session(d, "bob")
     assert mail(c2, "bob@shop.example").code == 250
@@ -274,12 +321,42 @@ def test_hourly_limits_hit_and_recovered(daemons, tmp_path):
         assert rep.code == 451, rep
         return False
     assert wait_for(recovered, 20 * SLACK, interval=0.5)
-    # recipients: 5 per window
-    codes = [c.cmd("RCPT TO:<x%d@example.net>" % i).code for i in range(7)]
-    assert codes[:5] == [250] * 5 and codes[5:] == [451, 451], codes
+    # recipients: 5 per window, the sixth and seventh refused (pipelined, as above), the
+    # accepted ones kept
+    c.send(b"".join(b"RCPT TO:<x%d@example.net>\r\n" % i for i in range(7)))
+    reps = c.replies(7)
+    assert [r.code for r in reps] == [250] * 5 + [451, 451], reps
+    assert reps[5].last.startswith("451 4.7.1") and "user_hourly_recipients" in reps[5].last
+    c.cmd("RSET")
+
+    def rcpt_recovered():
+        if mail(c, "alice@hosted.example").code != 250:
+            return False                          # the message limit, recovering too
+        rep = c.cmd("RCPT TO:<again@example.net>")
+        c.cmd("RSET")
+        assert rep.code in (250, 451), rep
+        return rep.code == 250
+    assert wait_for(rcpt_recovered, 20 * SLACK, interval=0.5)
     c.quit()
     assert rejected(d, "rate_limited") >= 1
-    assert d.metric("ringrelay_recipients_rejected_total", {"reason": "rate_limited"}) == 2
+    assert d.metric("ringrelay_recipients_rejected_total", {"reason": "rate_limited"}) >= 2
+    ev = events(d, "rejected", reason="rate_limited")
+    assert any(e["code"] == "451" and "user_hourly_messages" in e["reply"] for e in ev), ev
+    assert any(e["code"] == "451" and "user_hourly_recipients" in e["reply"] for e in ev), ev
+
+
+def test_null_sender_counts_against_the_limits(daemons, tmp_path):
+    d = policy_daemon(daemons, tmp_path, policy={"user_hourly_messages": 2,
+                                                 "rate_window": "1h"})
+    c = session(d, "alice")
+    for _ in range(2):
+        assert c.send_message(make_message("vacation"), mail_from="").code == 250
+    r = mail(c, "")
+    assert r.code == 451 and r.last.startswith("451 4.7.1"), r
+    r = mail(c, "alice@hosted.example")
+    assert r.code == 451 and "user_hourly_messages" in r.last, r
+    c.quit()
+    assert rejected(d, "rate_limited") == 2
 
 
 def test_ip_hourly_limit(daemons, tmp_path):
@@ -292,4 +369,33 @@ def test_ip_hourly_limit(daemons, tmp_path):
     c = session(d, "alice")
     r = mail(c, "alice@hosted.example")
     assert r.code == 451 and r.last.startswith("451 4.7.1"), r
+    assert "ip_hourly_messages" in r.last, r
+    c.quit()
+    assert rejected(d, "rate_limited") == 1
+    assert any(e["code"] == "451" for e in events(d, "rejected", reason="rate_limited"))
+
+
+# ---- replies stay one line, and say what they must ----
+
+def test_reject_reply_of_a_long_sender_keeps_the_help(daemons, tmp_path):
+    d = policy_daemon(daemons, tmp_path)
+    sender = "l" * 64 + "@" + ".".join(["d" * 40] * 4) + ".example"   # 236 bytes
+    c = session(d, "alice")
+    r = mail(c, sender)
+    assert r.code == 553 and r.last.startswith("553 5.7.1 "), r
+    assert len(r.last.encode()) + 2 <= 512, len(r.last)
+    assert r.last.endswith("Help: https://help.isp.example/relaying"), r.last
+    assert "not hosted" in r.last, r.last
+    c.quit()
+
+
+def test_bad_map_on_sighup_keeps_the_old_maps(daemons, tmp_path):
+    d = policy_daemon(daemons, tmp_path)
+    write(os.path.join(str(tmp_path), "hosted"), HOSTED + ["bad domain line"])
+    d.signal(signal.SIGHUP)
+    assert wait_for(lambda: "event=reload_failed" in d.log, 10 * SLACK)
+    c = session(d, "alice")
+    assert mail(c, "alice@hosted.example").code == 250
+    c.cmd("RSET")
+    assert mail(c, "me@gmail.example").code == 553
     c.quit()

@@ -300,7 +300,36 @@ static void test_sender_edges(void)
     policy_sender(pm, &cfg, "alice", longaddr, AFTER, &res);
     CHECK(res.verdict == POLICY_REJECT && strlen(res.reply) <= POLICY_REPLY_BYTES_MAX,
           "long reply: %zu bytes", strlen(res.reply));
-    CHECK(strncmp(res.reply, "553 5.7.1 <", 11) == 0, "long reply starts right");
+    CHECK(strncmp(res.reply, "553 5.7.1 ", 10) == 0, "long reply starts right");
+    /* ... and the help is never what gets cut: the address is left out instead */
+    size_t rl = strlen(res.reply), hl = strlen(cfg.relay_help);
+    CHECK(rl > hl && strcmp(res.reply + rl - hl, cfg.relay_help) == 0 &&
+          strstr(res.reply, "not hosted here"), "long address, help cut: %s", res.reply);
+    /* the same with the longest relay_help, and with the longest host name as the help */
+    memcpy(help, cfg.relay_help, sizeof(help));
+    memset(cfg.relay_help, 'h', CONFIG_TEXT_BYTES_MAX);
+    cfg.relay_help[CONFIG_TEXT_BYTES_MAX] = '\0';
+    policy_sender(pm, &cfg, "alice", "a@other.example", AFTER, &res);
+    CHECK(strncmp(res.reply, "553 5.7.1 <a@other.example>", 27) == 0 &&
+          strlen(res.reply) <= POLICY_REPLY_BYTES_MAX &&
+          strcmp(res.reply + strlen(res.reply) - CONFIG_TEXT_BYTES_MAX, cfg.relay_help) == 0,
+          "short address, longest help: %s", res.reply);
+    policy_sender(pm, &cfg, "alice", longaddr, AFTER, &res);
+    CHECK(strlen(res.reply) <= POLICY_REPLY_BYTES_MAX &&
+          strcmp(res.reply + strlen(res.reply) - CONFIG_TEXT_BYTES_MAX, cfg.relay_help) == 0,
+          "long address, longest help: %s", res.reply);
+    char host[sizeof(cfg.hostname)];
+    memcpy(host, cfg.hostname, sizeof(host));
+    memset(cfg.hostname, 'n', CONFIG_HOSTNAME_BYTES_MAX);
+    cfg.hostname[CONFIG_HOSTNAME_BYTES_MAX] = '\0';
+    cfg.relay_help[0] = '\0';
+    policy_sender(pm, &cfg, "alice", longaddr, AFTER, &res);
+    CHECK(strlen(res.reply) <= POLICY_REPLY_BYTES_MAX &&
+          strcmp(res.reply + strlen(res.reply) - CONFIG_HOSTNAME_BYTES_MAX, cfg.hostname) == 0 &&
+          strstr(res.reply, "Help: postmaster@nnn"), "long address, longest host: %s",
+          res.reply);
+    memcpy(cfg.hostname, host, sizeof(host));
+    memcpy(cfg.relay_help, help, sizeof(help));
 
     /* every reason name is a metrics reason where it refuses */
     for (int w = 0; w < POLICY_WHY_COUNT; w++)
