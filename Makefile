@@ -22,7 +22,7 @@ CPPFLAGS := -D_GNU_SOURCE -DRR_VERSION='"$(VERSION)"' -I.
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wformat=2 -Wvla
 OPT      ?= -O2 -g
 CFLAGS   := $(OPT) -std=gnu11 -pthread -msse4.2 -fno-strict-aliasing $(WARN)
-LIBS     := -luring -linih -lcares -lwolfssl -lcrypt -lpthread
+LIBS     := -luring -linih -lcares -lwolfssl -lcrypt -lidn2 -lpthread
 # jemalloc replaces malloc by being linked; the sanitizer builds keep their own allocator.
 ALLOC    := -ljemalloc
 

@@ -11,9 +11,10 @@
  *   1. The recipient: the login when it is an address, else login@hostname (Postfix appends
  *      $myorigin, by default $myhostname, to a bare name in the same way); it must pass the
  *      SMTP path parser (smtp_parse_rcpt), or there is no notice (event=notify_skipped).
- *   2. The claim: ratelimit_claim_once() for (login, sender domain), without ASCII case, for
- *      notify_interval. It is shared by every worker, so two messages on two workers make
- *      one notice. Already claimed: nothing more (a debug line).
+ *   2. The claim: ratelimit_claim_once() for (login, sender domain), without ASCII case, the
+ *      domain as IDNA A-labels (policy_domain_key), for notify_interval. It is shared by
+ *      every worker, so two messages on two workers make one notice. Already claimed:
+ *      nothing more (a debug line).
  *   3. {registered_to}: the host_registry owner of the client address
  *      (policy_registry_owner); else its reverse DNS name through c-ares on the ring
  *      (dns_resolve_ptr), kept only when forward-confirmed (the name's A/AAAA records hold
@@ -327,10 +328,15 @@ static bool recipient_of(const char *login, const char *hostname, struct smtp_ad
 }
 
 /* claim - step 2: whether this worker may send the notice for (login, domain) now (the
- * table compares both without ASCII case, and is shared by every worker). */
+ * table compares both without ASCII case, and is shared by every worker). The domain is
+ * claimed in the form the policy judged it (policy_domain_key: IDNA A-labels), so that its
+ * U-label and A-label spellings share one notice; one IDNA refuses is claimed as sent. */
 static bool claim(struct worker *w, const char *login, const char *domain)
 {
-    return ratelimit_claim_once(ratelimit_shared(), login, domain, engine_now_ms(),
+    char key[POLICY_DOMAIN_BYTES_MAX + 1];
+
+    return ratelimit_claim_once(ratelimit_shared(), login,
+                                policy_domain_key(domain, key) ? key : domain, engine_now_ms(),
                                 (uint64_t)w->cfg->notify_interval_s * 1000);
 }
 

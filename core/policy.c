@@ -6,8 +6,10 @@
  *   policy_maps_load, policy_maps_parse     read the map files (main thread)
  *   policy_maps_ref, policy_maps_unref      share them with the workers
  *   policy_maps_count, policy_maps_has      what was loaded (tests, -t)
+ *   policy_domain_key                       the form domains are compared in (IDNA)
  *   policy_domain_hosted, policy_sender_owner, policy_registry_owner
- *                                           lookups (any thread, allocation-free)
+ *                                           lookups (any thread; allocation-free but for
+ *                                           libidn2's result for a non-ASCII domain)
  *   policy_sender                           the sender rules of MAIL FROM
  *   policy_may_relay, policy_relay_denied_reply
  *                                           who may have recipients at all
@@ -25,12 +27,18 @@
  *     host_registry   "192.0.2.0/24  ACME  ACME Ltd, Leeds office"
  *                                                     CIDR (IPv4 or IPv6), owner, description
  *   Domains and addresses go through the SMTP address parser (net/smtp_parse.c) on the way
- *   in, so an entry is written in exactly the canonical form a sender is compared in: the
- *   domain lower-cased (ASCII only: IDNA A-labels and UTF-8 U-labels are bytes compared as
- *   they are), needless quotes dropped. Keys are then ASCII case folded whole (Postfix folds
- *   the keys of its hash: tables too), logins as well. An entry the parser would never
- *   produce (an address literal as a hosted domain, a domain too long to appear in an
- *   address) is a problem, not an entry that silently never matches.
+ *   in, so an entry is written in exactly the canonical form a sender is compared in:
+ *   needless quotes dropped, and every domain (hosted_domains entries, the domain of a
+ *   sender_logins key) in its IDNA A-label form, lower case (policy_domain_key: a domain
+ *   with a byte >= 0x80 goes through libidn2, IDNA2008 with the UTS #46 mapping; pure ASCII,
+ *   xn-- labels included, is only lower-cased). A sender's domain is converted the same way
+ *   at MAIL, so b\xc3\xbccher.example (UTF-8) in the file and xn--bcher-kva.example from the
+ *   client (or the reverse, or B\xc3\x9cCHER.example under SMTPUTF8) are one domain.
+ *   Keys are then ASCII case folded whole (Postfix folds the keys of its hash: tables too),
+ *   logins as well. An entry the parser would never produce (an address literal as a hosted
+ *   domain, a domain too long to appear in an address) or that IDNA refuses ("has no IDNA
+ *   A-label form: <libidn2's reason>") is a problem, not an entry that silently never
+ *   matches.
  *
  * DESIGN
  *   Each map is a keyset: the keys (and their values) in one text arena, an open-addressing
@@ -39,7 +47,9 @@
  *   lookups take network input (a sender's domain, a client address), and the keyed hash
  *   keeps anyone from aiming it at one probe run. The whole struct policy_maps is built on
  *   the main thread, never changed afterwards and freed by its last reference, so lookups on
- *   the workers take no lock and allocate nothing (a stack buffer of at most one address).
+ *   the workers take no lock and allocate nothing (a stack buffer of at most one address),
+ *   except the A-label libidn2 returns for a non-ASCII sender domain, freed at once: the
+ *   library has no call that writes into a caller's buffer, and such senders are rare.
  *   host_registry keys are (family, prefix, network) and a lookup tries the prefix lengths
  *   present in the file, longest first: at most 33 (IPv4) or 129 (IPv6) probes, in practice
  *   a handful.
@@ -66,11 +76,19 @@
  *   '!' and a quoted "@" stay in the local part, so "user%hosted@other", "hosted!user@other"
  *   and "\"x@hosted\"@other" are all judged by "other"). Logins may hold any byte but NUL
  *   (net/sasl.c): when one is quoted in a reply, control bytes become '?', and every reply
- *   is cut to one RFC 5321 line at a UTF-8 character boundary.
+ *   is cut to one RFC 5321 line at a UTF-8 character boundary. Comparing domains byte for
+ *   byte would let a login send as a hosted domain by spelling it the other IDNA way (U-label
+ *   against A-label, Unicode capitals): judged "not hosted", it escaped the ownership check
+ *   in allow and notify mode. Both sides are therefore compared as A-labels; a sender domain
+ *   IDNA refuses cannot be one of ours (the maps hold none) and is judged not hosted. The
+ *   conversion's input is bounded (POLICY_DOMAIN_BYTES_MAX, copied to the stack) and so is
+ *   its output (longer is refused).
  *
  * STANDARDS
  *   RFC 5321 2.3.5 (domains are case-insensitive), 3.6.1 (source routes), 4.1.2 (Mailbox),
  *   4.2.2 and 4.5.3.1.5 (553 reply, 512-octet reply line); RFC 3463 (5.7.1); RFC 4632 (CIDR);
+ *   RFC 5890, 5891 (IDNA2008: A-labels, U-labels, the lookup conversion); UTS #46 (the
+ *   mapping before it, non-transitional); RFC 6531 (UTF-8 domains under SMTPUTF8);
  *   Postfix smtpd_sender_login_maps and reject_sender_login_mismatch (postconf(5)).
  */
 #include <arpa/inet.h>
@@ -81,6 +99,8 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <unistd.h>
+
+#include <idn2.h>
 
 #include "core/alloc.h"
 #include "core/policy.h"
@@ -93,6 +113,10 @@ _Static_assert(POLICY_REPLY_BYTES_MAX + 2 <= 512, "RFC 5321 4.5.3.1.5");
 
 #define REG_KEY_BYTES   18        /* host_registry key: family, prefix, 16 address bytes */
 #define MAIL_ARG_BYTES_MAX (POLICY_ADDR_BYTES_MAX + 32) /* "FROM:<...> SMTPUTF8" */
+#define ADDR_KEY_BYTES_MAX (POLICY_ADDR_BYTES_MAX + POLICY_DOMAIN_BYTES_MAX) /* a sender_logins
+                                     key: local part, '@', the domain grown into its A-label */
+#define IDNA_FLAGS (IDN2_NFC_INPUT | IDN2_NONTRANSITIONAL) /* IDNA2008 with the UTS #46
+                                     mapping (case folding, width, NFC), non-transitional */
 
 #define POLICY_WHY_NAME(id, name) name,
 const char *const policy_why_name[POLICY_WHY_COUNT] = { POLICY_WHYS(POLICY_WHY_NAME) };
@@ -194,6 +218,55 @@ static void fold_copy(char *out, const char *s, size_t n)
     out[n] = '\0';
 }
 
+/* domain_key - the lookup form of the n bytes at s, into out: one trailing dot dropped,
+ * IDNA A-labels (a domain with a byte >= 0x80 through libidn2), ASCII lower case. The same
+ * function makes the keys of the maps and the keys looked up, so b\xc3\xbccher.example,
+ * B\xc3\x9cCHER.EXAMPLE (UTF-8) and xn--bcher-kva.example are one key. 0, or -1 (with *why
+ * when why is not NULL: the conversion's reason, NULL for empty or too long as given) when
+ * the domain has no lookup form; such a domain cannot be one of ours. Pure ASCII (xn-- labels
+ * included) is only folded: libidn2 is not asked, so the common case allocates nothing;
+ * libidn2 allocates its result, freed here (it has no call that writes into a buffer). */
+static int domain_key(const char *s, size_t n, char out[POLICY_DOMAIN_BYTES_MAX + 1],
+                      const char **why)
+{
+    char in[POLICY_DOMAIN_BYTES_MAX + 1];
+    char *alabel = NULL;
+    bool ascii = true;
+    int rc;
+
+    if (why)
+        *why = NULL;
+    if (n && s[n - 1] == '.')
+        n--;
+    if (n == 0 || n > POLICY_DOMAIN_BYTES_MAX)
+        return -1;
+    for (size_t i = 0; i < n; i++)
+        ascii &= (unsigned char)s[i] < 0x80;
+    if (ascii) {
+        fold_copy(out, s, n);
+        return 0;
+    }
+    memcpy(in, s, n);
+    in[n] = '\0';
+    if ((rc = idn2_to_ascii_8z(in, &alabel, IDNA_FLAGS)) != IDN2_OK) {
+        if (why)
+            *why = idn2_strerror(rc);
+        return -1;
+    }
+    n = strlen(alabel);
+    if (n && alabel[n - 1] == '.')  /* U+3002 and kin map to a trailing dot */
+        n--;
+    if (n == 0 || n > POLICY_DOMAIN_BYTES_MAX) {
+        if (why)
+            *why = n ? "longer than 255 bytes as A-labels" : "an empty domain";
+        idn2_free(alabel);
+        return -1;
+    }
+    fold_copy(out, alabel, n);
+    idn2_free(alabel);
+    return 0;
+}
+
 /* next_token - the next run of bytes not in seps at *p, NUL-terminated in place; *p moves
  * past it. NULL when only separators are left. */
 static char *next_token(char **p, const char *seps)
@@ -215,10 +288,12 @@ static char *next_token(char **p, const char *seps)
     return t;
 }
 
-/* canon_domain - the canonical form of domain (one trailing dot ignored), as the SMTP parser
- * writes the domain of an address, into out; 0, or -1 when no address could carry it (bad
- * syntax, an address literal, too long). */
-static int canon_domain(const char *domain, char out[POLICY_DOMAIN_BYTES_MAX + 1])
+/* canon_domain - the key of domain (one trailing dot ignored): its canonical form as the SMTP
+ * parser writes the domain of an address, then domain_key(); into out. 0, or -1 when no
+ * address could carry it (bad syntax, an address literal, too long) or it has no A-label
+ * form (*why says why: libidn2's reason; NULL for the other cases). */
+static int canon_domain(const char *domain, char out[POLICY_DOMAIN_BYTES_MAX + 1],
+                        const char **why)
 {
     char arg[MAIL_ARG_BYTES_MAX];
     size_t n = strlen(domain);
@@ -226,6 +301,7 @@ static int canon_domain(const char *domain, char out[POLICY_DOMAIN_BYTES_MAX + 1
     struct smtp_mail_params mp;
     int k;
 
+    *why = NULL;
     if (n && domain[n - 1] == '.')
         n--;
     if (n == 0 || n > POLICY_DOMAIN_BYTES_MAX)
@@ -234,30 +310,34 @@ static int canon_domain(const char *domain, char out[POLICY_DOMAIN_BYTES_MAX + 1
     if (k < 0 || (size_t)k >= sizeof(arg) ||
         smtp_parse_mail(arg, (size_t)k, 0, &a, &mp) != SMTP_PARSE_OK || a.domain_literal)
         return -1;
-    memcpy(out, smtp_domain_of(&a), strlen(smtp_domain_of(&a)) + 1);
-    return 0;
+    return domain_key(smtp_domain_of(&a), strlen(smtp_domain_of(&a)), out, why);
 }
 
-/* canon_address - the canonical form of addr (local@domain, one trailing dot ignored), as
- * the SMTP parser writes a MAIL FROM address, into out; 0 or -1. */
-static int canon_address(const char *addr, char out[POLICY_ADDR_BYTES_MAX + 1])
+/* canon_address - the key of addr (local@domain, one trailing dot ignored): the canonical
+ * form the SMTP parser writes for a MAIL FROM address, its domain through domain_key(); into
+ * out. 0 or -1, *why as for canon_domain(). */
+static int canon_address(const char *addr, char out[ADDR_KEY_BYTES_MAX + 1], const char **why)
 {
     char arg[MAIL_ARG_BYTES_MAX];
     size_t n = strlen(addr);
     struct smtp_addr a;
     struct smtp_mail_params mp;
+    const char *at;
     int k;
 
+    *why = NULL;
     if (n && addr[n - 1] == '.')
         n--;
     if (n == 0 || n > POLICY_ADDR_BYTES_MAX)
         return -1;
     k = snprintf(arg, sizeof(arg), "FROM:<%.*s> SMTPUTF8", (int)n, addr);
     if (k < 0 || (size_t)k >= sizeof(arg) ||
-        smtp_parse_mail(arg, (size_t)k, 0, &a, &mp) != SMTP_PARSE_OK || a.null_path)
+        smtp_parse_mail(arg, (size_t)k, 0, &a, &mp) != SMTP_PARSE_OK || a.null_path ||
+        !(at = strrchr(a.text, '@')))
         return -1;
-    memcpy(out, a.text, (size_t)a.len + 1);
-    return 0;
+    n = (size_t)(at + 1 - a.text);              /* the local part and its '@' */
+    memcpy(out, a.text, n);
+    return domain_key(at + 1, strlen(at + 1), out + n, why);
 }
 
 /* ---------------------------------------------------------------------------------------- */
@@ -467,15 +547,19 @@ static void hosted_line(struct policy_maps *pm, struct reader *r, char *p)
     struct keyset *ks = &pm->set[POLICY_MAP_HOSTED];
     char dom[POLICY_DOMAIN_BYTES_MAX + 1];
     char *name = next_token(&p, " \t");
+    const char *why;
     unsigned dup;
 
     if (next_token(&p, " \t")) {
         report(r, r->lineno, false, "expected one domain per line");
         return;
     }
-    if (canon_domain(name, dom)) {
-        report(r, r->lineno, false, "'%.300s' is not a domain name an address can have",
-               name);
+    if (canon_domain(name, dom, &why)) {
+        if (why)
+            report(r, r->lineno, false, "'%.300s' has no IDNA A-label form: %s", name, why);
+        else
+            report(r, r->lineno, false, "'%.300s' is not a domain name an address can have",
+                   name);
         return;
     }
     if (ks_add(pm, ks, r, dom, strlen(dom), &dup) >= 0 && dup)
@@ -486,21 +570,28 @@ static void hosted_line(struct policy_maps *pm, struct reader *r, char *p)
 static void logins_line(struct policy_maps *pm, struct reader *r, char *p)
 {
     struct keyset *ks = &pm->set[POLICY_MAP_LOGINS];
-    char key[POLICY_ADDR_BYTES_MAX + 2], canon[POLICY_ADDR_BYTES_MAX + 1];
+    char key[ADDR_KEY_BYTES_MAX + 1], canon[ADDR_KEY_BYTES_MAX + 1];
     char logins[POLICY_LINE_BYTES_MAX + 1];
     char *k = next_token(&p, " \t"), *login;
+    const char *why = NULL;
     size_t key_len, vlen = 0;
     unsigned n = 0, dup;
     long i, off;
 
     if (k[0] == '@') {
-        if (canon_domain(k + 1, canon + 1)) {
-            report(r, r->lineno, false, "'%.300s' is not @ and a domain name", k);
+        if (canon_domain(k + 1, canon + 1, &why)) {
+            if (why)
+                report(r, r->lineno, false, "'%.300s' has no IDNA A-label form: %s", k, why);
+            else
+                report(r, r->lineno, false, "'%.300s' is not @ and a domain name", k);
             return;
         }
         canon[0] = '@';
-    } else if (!strchr(k, '@') || canon_address(k, canon)) {
-        report(r, r->lineno, false, "'%.300s' is not an address or @domain", k);
+    } else if (!strchr(k, '@') || canon_address(k, canon, &why)) {
+        if (why)
+            report(r, r->lineno, false, "'%.300s' has no IDNA A-label form: %s", k, why);
+        else
+            report(r, r->lineno, false, "'%.300s' is not an address or @domain", k);
         return;
     }
     key_len = strlen(canon);
@@ -752,20 +843,26 @@ bool policy_maps_has(const struct policy_maps *pm, enum policy_map which)
 /* ---------------------------------------------------------------------------------------- */
 /* Lookups                                                                                  */
 
+/* policy_domain_key - see policy.h. */
+bool policy_domain_key(const char *domain, char out[POLICY_DOMAIN_BYTES_MAX + 1])
+{
+    return domain_key(domain, strnlen(domain, POLICY_DOMAIN_BYTES_MAX + 2), out, NULL) == 0;
+}
+
+/* hosted_key - whether key (domain_key() form) is in hosted_domains. */
+static bool hosted_key(const struct policy_maps *pm, const char *key)
+{
+    return pm && pm->has[POLICY_MAP_HOSTED] &&
+           ks_find(pm, &pm->set[POLICY_MAP_HOSTED], key, strlen(key)) >= 0;
+}
+
 /* policy_domain_hosted - see policy.h. */
 bool policy_domain_hosted(const struct policy_maps *pm, const char *domain)
 {
     char key[POLICY_DOMAIN_BYTES_MAX + 1];
-    size_t n = strnlen(domain, POLICY_DOMAIN_BYTES_MAX + 2);
 
-    if (!pm || !pm->has[POLICY_MAP_HOSTED])
-        return false;
-    if (n && domain[n - 1] == '.')
-        n--;
-    if (n == 0 || n > POLICY_DOMAIN_BYTES_MAX)
-        return false;
-    fold_copy(key, domain, n);
-    return ks_find(pm, &pm->set[POLICY_MAP_HOSTED], key, n) >= 0;
+    return pm && pm->has[POLICY_MAP_HOSTED] && policy_domain_key(domain, key) &&
+           hosted_key(pm, key);
 }
 
 /* login_eq - whether login equals the stored (lower-case) login s, ASCII case folded. */
@@ -777,32 +874,47 @@ static bool login_eq(const char *s, const char *login)
     return *s == *login;
 }
 
-/* policy_sender_owner - see policy.h. */
-enum policy_owner policy_sender_owner(const struct policy_maps *pm, const char *addr,
-                                      const char *login)
+/* owner_key - policy_sender_owner() for addr whose domain (after its last '@') has the key
+ * dom (domain_key() form): the domain is not converted again. */
+static enum policy_owner owner_key(const struct policy_maps *pm, const char *addr,
+                                   const char *dom, const char *login)
 {
     const struct keyset *ks;
-    char key[POLICY_ADDR_BYTES_MAX + 1];
-    size_t n = strnlen(addr, POLICY_ADDR_BYTES_MAX + 1);
-    const char *at, *s;
+    char key[ADDR_KEY_BYTES_MAX + 1];
+    const char *at = strrchr(addr, '@'), *s;
+    size_t local, dn = strlen(dom), n;
     long i;
 
-    if (!pm || !pm->has[POLICY_MAP_LOGINS] || n > POLICY_ADDR_BYTES_MAX)
+    if (!pm || !pm->has[POLICY_MAP_LOGINS] || !at)
+        return POLICY_OWNER_NONE;
+    local = (size_t)(at - addr);
+    if (local >= POLICY_ADDR_BYTES_MAX || dn > POLICY_DOMAIN_BYTES_MAX)
         return POLICY_OWNER_NONE;
     ks = &pm->set[POLICY_MAP_LOGINS];
-    if (n && addr[n - 1] == '.')
-        n--;
-    fold_copy(key, addr, n);
-    if (!(at = strrchr(key, '@')))
-        return POLICY_OWNER_NONE;
+    fold_copy(key, addr, local);
+    key[local] = '@';
+    memcpy(key + local + 1, dom, dn + 1);
+    n = local + 1 + dn;
     if ((i = ks_find(pm, ks, key, n)) < 0 &&
-        (i = ks_find(pm, ks, at, n - (size_t)(at - key))) < 0)
+        (i = ks_find(pm, ks, key + local, n - local)) < 0)
         return POLICY_OWNER_NONE;
     s = ks->text + ks->val_off[i];
     for (unsigned k = 0; k < ks->val_n[i]; k++, s += strlen(s) + 1)
         if (login && login_eq(s, login))
             return POLICY_OWNER_LOGIN;
     return POLICY_OWNER_OTHER;
+}
+
+/* policy_sender_owner - see policy.h. */
+enum policy_owner policy_sender_owner(const struct policy_maps *pm, const char *addr,
+                                      const char *login)
+{
+    char dom[POLICY_DOMAIN_BYTES_MAX + 1];
+    const char *at = strrchr(addr, '@');
+
+    if (!at || !policy_domain_key(at + 1, dom))
+        return POLICY_OWNER_NONE;
+    return owner_key(pm, addr, dom, login);
 }
 
 /* client_bytes - the family and address bytes of sa, a v4-mapped IPv6 address as IPv4;
@@ -902,22 +1014,26 @@ static void put(struct reply *r, const char *s)
     r->buf[r->len] = '\0';
 }
 
-/* sender_domain - the text after the last '@' of sender, ASCII lower case, without one
- * trailing dot, into out; "" without '@'. */
-static void sender_domain(const char *sender, char out[POLICY_DOMAIN_BYTES_MAX + 1])
+/* sender_domain - the text after the last '@' of sender in its lookup form (domain_key():
+ * A-labels, ASCII lower case, no trailing dot) into out: true. false when it has none: out
+ * is then the text ASCII lower-cased without one trailing dot (a domain that fails IDNA,
+ * for the notice and the reply), or "" (no '@', too long: cannot come from the parser). */
+static bool sender_domain(const char *sender, char out[POLICY_DOMAIN_BYTES_MAX + 1])
 {
     const char *at = strrchr(sender, '@');
     size_t n;
 
     out[0] = '\0';
     if (!at)
-        return;
-    n = strnlen(at + 1, POLICY_DOMAIN_BYTES_MAX + 1);
+        return false;
+    n = strnlen(at + 1, POLICY_DOMAIN_BYTES_MAX + 2);
+    if (domain_key(at + 1, n, out, NULL) == 0)
+        return true;
     if (n && at[1 + n - 1] == '.')
         n--;
-    if (n > POLICY_DOMAIN_BYTES_MAX)
-        return;                   /* cannot come from the parser; judged as no domain */
-    fold_copy(out, at + 1, n);
+    if (n <= POLICY_DOMAIN_BYTES_MAX)
+        fold_copy(out, at + 1, n);
+    return false;
 }
 
 /* relaying_reply - the 553 of reject mode into r, from its start: the address (when quote),
@@ -971,10 +1087,11 @@ enum policy_verdict policy_sender(const struct policy_maps *pm, const struct rr_
 {
     struct reply r = { out->reply, 0, false };
     enum relay_mode mode = cfg->relay_mode;
+    bool has_key;
 
     memset(out, 0, sizeof(*out));
     out->msg_reason = MSG_REASON_COUNT;
-    sender_domain(sender, out->domain);
+    has_key = sender_domain(sender, out->domain);
     if (!login)
         return decide(out, POLICY_ACCEPT, POLICY_WHY_UNAUTHENTICATED);
     if (!sender[0])
@@ -982,10 +1099,11 @@ enum policy_verdict policy_sender(const struct policy_maps *pm, const struct rr_
     if (!policy_maps_has(pm, POLICY_MAP_HOSTED))
         return decide(out, POLICY_ACCEPT, POLICY_WHY_NO_POLICY);
 
-    if (policy_domain_hosted(pm, out->domain)) {
+    /* A domain without an A-label form is not a domain we host. */
+    if (has_key && hosted_key(pm, out->domain)) {
         if (!policy_maps_has(pm, POLICY_MAP_LOGINS))
             return decide(out, POLICY_ACCEPT, POLICY_WHY_HOSTED);
-        if (policy_sender_owner(pm, sender, login) == POLICY_OWNER_LOGIN)
+        if (owner_key(pm, sender, out->domain, login) == POLICY_OWNER_LOGIN)
             return decide(out, POLICY_ACCEPT, POLICY_WHY_OWNED);
         put(&r, "553 5.7.1 <");
         put(&r, sender);

@@ -16,8 +16,9 @@
  *           policy_sender(cfg->policy_maps, cfg, c->authenticated ? c->login : NULL,
  *                         x->addr.text, time(NULL), &res);
  *         POLICY_REJECT -> reply res.reply, count MSG reason res.msg_reason, log res.reason;
- *         POLICY_ACCEPT -> keep res.notify and res.domain in the transaction (the notice is
- *         sent after the message is accepted, see core/ratelimit.h ratelimit_claim_once()).
+ *         POLICY_ACCEPT -> keep res.notify in the transaction: once the message is accepted
+ *         the session calls notify_relaying() (core/notify.h), which claims the sender's
+ *         domain in its canonical form (policy_domain_key) for the interval.
  *         Then the hourly limits (core/ratelimit.h), last, so that nothing refused earlier
  *         costs a token.
  *   RCPT  check: in place of today's trusted_networks test:
@@ -95,9 +96,21 @@ size_t policy_maps_count(const struct policy_maps *pm, enum policy_map which);
 bool policy_maps_has(const struct policy_maps *pm, enum policy_map which);
 
 /*
- * policy_domain_hosted - whether domain is in hosted_domains: ASCII case folded, one
- * trailing dot ignored, UTF-8 bytes compared as they are. false when pm is NULL or the map
- * is not configured.
+ * policy_domain_key - the form every domain is compared in, into out: one trailing dot
+ * dropped, a domain holding a byte >= 0x80 converted to IDNA A-labels (IDNA2008 with the
+ * UTS #46 mapping, non-transitional: case folding and NFC included, RFC 5890/5891), then
+ * ASCII lower case; pure ASCII (xn-- labels included) is only lower-cased. So
+ * b\xc3\xbccher.example, B\xc3\x9cCHER.EXAMPLE (UTF-8) and XN--BCHER-KVA.example all give
+ * xn--bcher-kva.example. false (out unspecified) for an empty or over-long domain and one
+ * IDNA refuses: such a domain is none of ours. Any thread; a non-ASCII domain costs one
+ * allocation inside libidn2.
+ */
+bool policy_domain_key(const char *domain, char out[POLICY_DOMAIN_BYTES_MAX + 1]);
+
+/*
+ * policy_domain_hosted - whether domain is in hosted_domains, both compared in the
+ * policy_domain_key() form. false when pm is NULL, the map is not configured or the domain
+ * has no key.
  */
 bool policy_domain_hosted(const struct policy_maps *pm, const char *domain);
 
@@ -110,8 +123,9 @@ enum policy_owner {
 
 /*
  * policy_sender_owner - look addr (canonical, as net/smtp_parse.c writes it) up in
- * sender_logins, the address first, then "@domain" (Postfix smtpd_sender_login_maps), both
- * ASCII case folded; login is compared without ASCII case.
+ * sender_logins, the address first, then "@domain" (Postfix smtpd_sender_login_maps): the
+ * local part ASCII case folded, the domain in its policy_domain_key() form (NONE when it has
+ * none); login is compared without ASCII case.
  */
 enum policy_owner policy_sender_owner(const struct policy_maps *pm, const char *addr,
                                       const char *login);
@@ -153,7 +167,9 @@ struct policy_result {
     bool relaying;                /* the sender's domain is not hosted (authenticated only) */
     bool notify;                  /* send the relaying notice once the message is accepted */
     char domain[POLICY_DOMAIN_BYTES_MAX + 1]; /* the sender's domain as judged: after the last
-                                     '@', ASCII lower case, no trailing dot; "" for <> */
+                                     '@', in its policy_domain_key() form (A-labels, lower
+                                     case, no trailing dot), or ASCII lower-cased as sent when
+                                     IDNA refuses it (judged not hosted); "" for <> */
     char reply[POLICY_REPLY_BYTES_MAX + 1];   /* REJECT: the whole reply line, no CRLF;
                                                  "" on accept */
 };
@@ -172,7 +188,9 @@ struct policy_result {
  *     reject -> 553 5.7.1 with why and where to get help. From relay_enforce_after on,
  *     notify behaves as reject.
  * The sender's domain is the text after its last '@' (a quoted local part, '%' or '!' in
- * it never count). Fills *out and returns out->verdict.
+ * it never count), compared in its policy_domain_key() form with the maps' (which were
+ * converted the same way at load); one IDNA refuses is not hosted. Fills *out and returns
+ * out->verdict.
  */
 enum policy_verdict policy_sender(const struct policy_maps *pm, const struct rr_config *cfg,
                                   const char *login, const char *sender, int64_t now_s,

@@ -9,7 +9,10 @@
  *   - host_registry longest-prefix lookups, IPv4, IPv6, v4-mapped;
  *   - the map parsers: each row a file and the exact "FILE:LINE: message" output, problems
  *     counted and entries kept;
- *   - -t: resources_load() on a configuration naming bad maps reports FILE:LINE lines.
+ *   - -t: resources_load() on a configuration naming bad maps reports FILE:LINE lines;
+ *   - IDNA: a domain is one domain whichever way it is spelt (U-label, A-label, Unicode
+ *     capitals), in the file or from the client; one IDNA refuses is a problem in a file and
+ *     not hosted from a client.
  */
 #include <arpa/inet.h>
 #include <stdlib.h>
@@ -32,6 +35,7 @@ static const char hosted_text[] =
     "Example.ORG.          # a trailing dot and capitals\n"
     "b\xc3\xbc" "cher.example\n"  /* bücher.example as UTF-8 */
     "nobody.example\n"            /* hosted, no sender_logins entry at all */
+    "XN--MLLER-KVA.example\n"     /* müller.example as an A-label */
     "\n";
 
 static const char logins_text[] =
@@ -39,7 +43,9 @@ static const char logins_text[] =
     "@hosted.example         bob, Carol\n"
     "ceo@example.org         boss\n"
     "@example.org            alice,boss\n"
-    "info@b\xc3\xbc" "cher.example dave\n";
+    "info@b\xc3\xbc" "cher.example dave\n"
+    "@xn--mller-kva.example  erin\n"
+    "boss@M\xc3\x9c" "LLER.example  frank\n";   /* MÜLLER: the exact entry of müller's boss */
 
 static const char registry_text[] =
     "192.0.2.0/24      ACME  ACME Ltd,   Leeds office\n"
@@ -198,6 +204,47 @@ static const struct sender_row {
     /* the quoted form of a hosted address is the address */
     { "alice", "FROM:<\"alice\"@hosted.example>", RELAY_REJECT, AFTER, ACCEPT, "owned",
       false, false },
+
+    /* IDNA: U-label in the file (bücher), the client spells it as an A-label */
+    { "dave", "FROM:<info@xn--bcher-kva.example>", RELAY_REJECT, AFTER, ACCEPT, "owned",
+      false, false },
+    { "dave", "FROM:<INFO@XN--BCHER-KVA.EXAMPLE>", RELAY_REJECT, AFTER, ACCEPT, "owned",
+      false, false },
+    { "mallory", "FROM:<info@xn--bcher-kva.example>", RELAY_ALLOW, BEFORE, REJECT,
+      "553 5.7.1 <info@xn--bcher-kva.example>: Sender address rejected: not owned by user "
+      "mallory", false, false },
+    { "mallory", "FROM:<info@XN--BCHER-KVA.example>", RELAY_NOTIFY, BEFORE, REJECT,
+      "553 5.7.1 <info@xn--bcher-kva.example>: Sender address rejected: not owned by user "
+      "mallory", false, false },
+    /* A-label in the file (müller), the client sends the U-label under SMTPUTF8 */
+    { "erin", "FROM:<sales@m\xc3\xbc" "ller.example> SMTPUTF8", RELAY_REJECT, AFTER, ACCEPT,
+      "owned", false, false },
+    { "mallory", "FROM:<sales@m\xc3\xbc" "ller.example> SMTPUTF8", RELAY_NOTIFY, BEFORE,
+      REJECT, "553 5.7.1 <sales@m\xc3\xbc" "ller.example>: Sender address rejected: not "
+      "owned by user mallory", false, false },
+    { "erin", "FROM:<boss@xn--mller-kva.example>", RELAY_ALLOW, BEFORE, REJECT,
+      "553 5.7.1 <boss@xn--mller-kva.example>: Sender address rejected: not owned by user "
+      "erin", false, false },   /* the exact entry, written MÜLLER, wins over @domain */
+    { "frank", "FROM:<boss@m\xc3\xbc" "ller.example> SMTPUTF8", RELAY_REJECT, AFTER, ACCEPT,
+      "owned", false, false },
+    /* Unicode capitals (UTS #46 folds them; ASCII folding alone would not) */
+    { "dave", "FROM:<info@B\xc3\x9c" "CHER.example> SMTPUTF8", RELAY_REJECT, AFTER, ACCEPT,
+      "owned", false, false },
+    { "mallory", "FROM:<info@B\xc3\x9c" "CHER.EXAMPLE> SMTPUTF8", RELAY_ALLOW, BEFORE, REJECT,
+      "553 5.7.1 <info@b\xc3\x9c" "cher.example>: Sender address rejected: not owned by user "
+      "mallory", false, false },
+    { "mallory", "FROM:<x@M\xc3\x9c" "LLER.example> SMTPUTF8", RELAY_NOTIFY, BEFORE, REJECT,
+      "553 5.7.1 <x@m\xc3\x9c" "ller.example>: Sender address rejected: not owned by user "
+      "mallory", false, false },
+    /* a domain IDNA refuses (a leading combining mark, an emoji) is none of ours */
+    { "alice", "FROM:<x@\xcc\x81" "bc.example> SMTPUTF8", RELAY_NOTIFY, BEFORE, ACCEPT,
+      "relaying_notify", true, true },
+    { "alice", "FROM:<x@a\xe2\x9d\xa4.example> SMTPUTF8", RELAY_ALLOW, BEFORE, ACCEPT,
+      "relaying", true, false },
+    { "alice", "FROM:<x@a\xe2\x9d\xa4.example> SMTPUTF8", RELAY_REJECT, BEFORE, REJECT,
+      "553 5.7.1 <x@a\xe2\x9d\xa4.example>: Sender address rejected: domain a\xe2\x9d\xa4.example "
+      "is not hosted here, so this service may not send its mail; send it through the mail "
+      "server of that domain's provider. Help: https://help.example.net/relay", false, false },
 };
 
 /* test_sender_rows - every row of the table through the parser and policy_sender(). */
@@ -258,6 +305,36 @@ static void test_sender_edges(void)
     cfg.relay_mode = RELAY_NOTIFY;
     policy_sender(pm, &cfg, "alice", "\"evil@hosted.example\"@Other.Example", BEFORE, &res);
     CHECK(strcmp(res.domain, "other.example") == 0, "notice domain %s", res.domain);
+
+    /* the notice's domain is the A-label whichever way it was spelt: one claim for both */
+    policy_sender(pm, &cfg, "alice", "x@Caf\xc3\xa9.example", BEFORE, &res);
+    CHECK(res.notify && strcmp(res.domain, "xn--caf-dma.example") == 0, "U-label notice %s",
+          res.domain);
+    policy_sender(pm, &cfg, "alice", "x@XN--CAF-DMA.example", BEFORE, &res);
+    CHECK(res.notify && strcmp(res.domain, "xn--caf-dma.example") == 0, "A-label notice %s",
+          res.domain);
+    policy_sender(pm, &cfg, "alice", "x@A\xe2\x9d\xa4.Example", BEFORE, &res);
+    CHECK(res.notify && strcmp(res.domain, "a\xe2\x9d\xa4.example") == 0,
+          "no A-label: the domain as sent, ASCII folded: %s", res.domain);
+
+    /* a U-label domain whose A-label would pass 255 bytes: no key, not hosted, one line */
+    {
+        char addr[POLICY_ADDR_BYTES_MAX + 1];
+        size_t n = (size_t)sprintf(addr, "x@");
+        while (n + 21 < sizeof(addr))           /* "b\xc3\xbccher." grows 8 bytes each */
+            n += (size_t)sprintf(addr + n, "b\xc3\xbc" "cher.");
+        n += (size_t)sprintf(addr + n, "example");
+        CHECK(n <= POLICY_ADDR_BYTES_MAX, "long U-label address %zu", n);
+        policy_sender(pm, &cfg, "alice", addr, BEFORE, &res);
+        CHECK(res.notify && res.relaying && !policy_domain_key(addr + 2, res.domain),
+              "long U-label: %s", res.reason);
+        cfg.relay_mode = RELAY_REJECT;
+        policy_sender(pm, &cfg, "alice", addr, BEFORE, &res);
+        CHECK(res.verdict == POLICY_REJECT && strlen(res.reply) <= POLICY_REPLY_BYTES_MAX &&
+              strstr(res.reply, "Help: https://help.example.net/relay"), "long U-label: %s",
+              res.reply);
+        cfg.relay_mode = RELAY_NOTIFY;
+    }
 
     /* trailing dot and capitals given directly (the parser never produces them) */
     policy_sender(pm, &cfg, "alice", "alice@HOSTED.Example.", AFTER, &res);
@@ -467,7 +544,18 @@ static const struct map_row {
     { POLICY_MAP_HOSTED, "a.example\r\nb.example\r\n", 0, "", 2 },
     { POLICY_MAP_HOSTED, "a.example", 0, "", 1 },
     { POLICY_MAP_HOSTED, "a.example # the first customer\n", 0, "", 1 },
-    { POLICY_MAP_HOSTED, "xn--bcher-kva.example\nb\xc3\xbc" "cher.example\n", 0, "", 2 },
+    { POLICY_MAP_HOSTED,
+      "xn--bcher-kva.example\nb\xc3\xbc" "cher.example\nB\xc3\x9c" "CHER.example\n", 0,
+      "hosted:2: warning: duplicate domain xn--bcher-kva.example (line 1)\n"
+      "hosted:3: warning: duplicate domain xn--bcher-kva.example (line 1)\n", 1 },
+    { POLICY_MAP_HOSTED, "\xcc\x81" "bc.example\na\xe2\x9d\xa4.example\nxn--zz.b\xc3\xbc" "cher\n"
+      "ok.example\n", 3,
+      "hosted:1: '\xcc\x81" "bc.example' has no IDNA A-label form: string contains a "
+      "forbidden leading combining character\n"
+      "hosted:2: 'a\xe2\x9d\xa4.example' has no IDNA A-label form: string contains a "
+      "disallowed character\n"
+      "hosted:3: 'xn--zz.b\xc3\xbc" "cher' has no IDNA A-label form: string contains invalid "
+      "punycode data\n", 1 },
     { POLICY_MAP_HOSTED, "a.example b.example\n", 1,
       "hosted:1: expected one domain per line\n", 0 },
     { POLICY_MAP_HOSTED, "[192.0.2.1]\n-bad.example\nbad-.example\na..example\n.\n", 5,
@@ -501,6 +589,13 @@ static const struct map_row {
       "logins:2: @a.example: no login after the address\n", 0 },
     { POLICY_MAP_LOGINS, "a@a.example x\nA@A.EXAMPLE y\n", 0,
       "logins:2: warning: duplicate key a@a.example (line 1 wins)\n", 1 },
+    { POLICY_MAP_LOGINS, "@a\xe2\x9d\xa4.example x\nx@a\xe2\x9d\xa4.example x\n"
+      "@m\xc3\xbc" "ller.example x\nx@M\xc3\x9c" "LLER.example x\n@XN--MLLER-KVA.example y\n", 2,
+      "logins:1: '@a\xe2\x9d\xa4.example' has no IDNA A-label form: string contains a "
+      "disallowed character\n"
+      "logins:2: 'x@a\xe2\x9d\xa4.example' has no IDNA A-label form: string contains a "
+      "disallowed character\n"
+      "logins:5: warning: duplicate key @xn--mller-kva.example (line 3 wins)\n", 2 },
     { POLICY_MAP_LOGINS, "@a.example\tx\n  bob\n", 1,
       "logins:2: line starts with a blank (continuation lines are not supported: join it "
       "to the line above)\n", 1 },
@@ -637,9 +732,24 @@ static void test_lookups(void)
     CHECK(policy_domain_hosted(pm, "HOSTED.EXAMPLE."), "hosted, folded");
     CHECK(policy_domain_hosted(pm, "example.org"), "Example.ORG. as written in the file");
     CHECK(policy_domain_hosted(pm, "B\xc3\xbc" "cher.example") &&
-          !policy_domain_hosted(pm, "b\xc3\x9c" "cher.example"),
-          "ASCII folded, UTF-8 bytes as given (no Unicode case folding)");
-    CHECK(!policy_domain_hosted(pm, "xn--bcher-kva.example"), "no IDNA conversion");
+          policy_domain_hosted(pm, "b\xc3\x9c" "cher.example") &&
+          policy_domain_hosted(pm, "B\xc3\x9c" "CHER.EXAMPLE."), "Unicode case folded (UTS #46)");
+    CHECK(policy_domain_hosted(pm, "xn--bcher-kva.example") &&
+          policy_domain_hosted(pm, "XN--BCHER-KVA.example."), "U-label in the file, A-label");
+    CHECK(policy_domain_hosted(pm, "m\xc3\xbc" "ller.example") &&
+          policy_domain_hosted(pm, "xn--mller-kva.example"), "A-label in the file, U-label");
+    CHECK(policy_domain_hosted(pm, "hosted\xef\xbc\x8e" "example"),
+          "a full-width full stop is a dot (UTS #46)");
+    CHECK(!policy_domain_hosted(pm, "a\xe2\x9d\xa4.example") &&
+          !policy_domain_hosted(pm, "\xcc\x81" "bc.example") &&
+          !policy_domain_hosted(pm, "b\xc3.example"), "no A-label form: not hosted");
+    char key[POLICY_DOMAIN_BYTES_MAX + 1];
+    CHECK(policy_domain_key("B\xc3\x9c" "CHER.Example.", key) &&
+          strcmp(key, "xn--bcher-kva.example") == 0, "key %s", key);
+    CHECK(policy_domain_key("Hosted.Example", key) && strcmp(key, "hosted.example") == 0,
+          "ASCII key %s", key);
+    CHECK(!policy_domain_key("a\xe2\x9d\xa4.example", key) && !policy_domain_key("", key) &&
+          !policy_domain_key(".", key), "no key");
     CHECK(!policy_domain_hosted(pm, ""), "empty");
     CHECK(!policy_domain_hosted(pm, "."), "dot");
     CHECK(!policy_domain_hosted(pm, "hosted.example.."), "two dots");
@@ -653,8 +763,12 @@ static void test_lookups(void)
     CHECK(policy_sender_owner(pm, "x@hosted.example", "bo") == POLICY_OWNER_OTHER &&
           policy_sender_owner(pm, "x@hosted.example", "bobb") == POLICY_OWNER_OTHER,
           "login prefixes do not match");
-    CHECK(policy_maps_count(pm, POLICY_MAP_HOSTED) == 4 &&
-          policy_maps_count(pm, POLICY_MAP_LOGINS) == 5 &&
+    CHECK(policy_sender_owner(pm, "info@xn--bcher-kva.example", "dave") == POLICY_OWNER_LOGIN &&
+          policy_sender_owner(pm, "x@m\xc3\xbc" "ller.example", "erin") == POLICY_OWNER_LOGIN &&
+          policy_sender_owner(pm, "x@a\xe2\x9d\xa4.example", "erin") == POLICY_OWNER_NONE,
+          "owners across spellings");
+    CHECK(policy_maps_count(pm, POLICY_MAP_HOSTED) == 5 &&
+          policy_maps_count(pm, POLICY_MAP_LOGINS) == 7 &&
           policy_maps_count(pm, POLICY_MAP_REGISTRY) == 6, "counts");
     struct policy_maps *r = policy_maps_ref(pm);
     policy_maps_unref(r);
