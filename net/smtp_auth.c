@@ -591,9 +591,12 @@ void smtp_auth_forget(struct conn *c)
     c->login[0] = '\0';
 }
 
-/* smtp_auth_release - conn_reap. */
+/* smtp_auth_release - conn_reap. An exchange the client left in the middle (the session
+ * closed after a 334) is an outcome too: cancelled. */
 void smtp_auth_release(struct conn *c)
 {
+    if (c->auth && c->auth->status == AUTH_PENDING)
+        outcome(c, AUTHR_CANCELLED, c->auth->mech, NULL, "connection_closed", 0, false);
     drop(c);
     free(c->auth_line);
     c->auth_line = NULL;

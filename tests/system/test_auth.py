@@ -346,6 +346,17 @@ def test_cancel(daemons, tmp_path, transport):
     assert auth_metric(d, "failure") == 0
 
 
+def test_client_gone_in_the_middle_of_an_exchange(daemons, tmp_path, transport):
+    d = start(daemons, tmp_path, transport)
+    c = connect(d)
+    assert c.cmd("AUTH LOGIN").last == "334 VXNlcm5hbWU6"
+    assert c.cmd(b64("alice")).last == "334 UGFzc3dvcmQ6"
+    c.close()                                   # no password, no QUIT
+    assert wait_for(lambda: auth_metric(d, "cancelled") == 1, 10 * SLACK)
+    assert any("reason=connection_closed" in l for l in auth_lines(d)), auth_lines(d)
+    assert auth_metric(d, "failure") == 0
+
+
 def test_bad_base64(daemons, tmp_path):
     d = start(daemons, tmp_path)
     with connect(d) as c:
