@@ -12,6 +12,7 @@
 #include <string.h>
 
 #include "core/metrics.h"
+#include "core/ratelimit.h"
 
 #define METRICS_NAME(id, name) name,
 const char *const metrics_msg_reason_name[MSG_REASON_COUNT] = { METRICS_MSG_REASONS(METRICS_NAME) };
@@ -181,6 +182,19 @@ size_t metrics_render(char *buf, size_t cap, const struct metrics *m,
                "Relaying notices sent to customers.", m->relay_notifications);
         single(&o, "ringrelay_bpf_connections_refused_total", "counter",
                "Connections refused by the per-IP limits.", m->bpf_refused);
+    }
+    {
+        /* The hourly limits' table is one for the process (core/ratelimit.c), not a shard. */
+        struct ratelimit_stats rs;
+        ratelimit_stats(ratelimit_shared(), &rs);
+        single(&o, "ringrelay_ratelimit_keys_total", "counter",
+               "Logins, addresses and notice claims that took an entry of the limits' table.",
+               rs.inserts);
+        single(&o, "ringrelay_ratelimit_evictions_total", "counter",
+               "Entries of the limits' table taken over while their state was still live "
+               "(the table is too small for the traffic).", rs.evictions_live);
+        single(&o, "ringrelay_ratelimit_contended_total", "counter",
+               "Limit checks refused because their entry stayed contended.", rs.contended);
     }
     histogram(&o, "ringrelay_accept_latency_seconds", "End of DATA to the 250 reply.",
               &m->accept_latency, metrics_latency_bounds);

@@ -343,6 +343,9 @@ def test_hourly_limits_hit_and_recovered(daemons, tmp_path):
     ev = events(d, "rejected", reason="rate_limited")
     assert any(e["code"] == "451" and "user_hourly_messages" in e["reply"] for e in ev), ev
     assert any(e["code"] == "451" and "user_hourly_recipients" in e["reply"] for e in ev), ev
+    # alice's message and recipient buckets, bob's message bucket: no live entry was evicted
+    assert d.metric("ringrelay_ratelimit_keys_total") >= 3
+    assert d.metric("ringrelay_ratelimit_evictions_total") == 0
 
 
 def test_null_sender_counts_against_the_limits(daemons, tmp_path):
