@@ -1,5 +1,5 @@
 /*
- * test_policy.c - core/policy.c, table-driven:
+ * test_policy.c - core/policy.c and core/policy_maps.c, table-driven:
  *   - the sender rules of issue 5: each row is (login, MAIL FROM argument as sent, relay
  *     mode, date) -> the exact reply (or accept, and whether it is relaying / a notice),
  *     the MAIL argument going through the real parser (net/smtp_parse.c) first, so address
