@@ -521,17 +521,28 @@ out:
     return NULL;
 }
 
-/* engine_start - start the workers; listening sockets are already in e->workers. */
-int engine_start(struct engine_shared *e, const struct rr_config *cfg, unsigned count)
+/* engine_assign_cpus - worker i is pinned to the i-th CPU this process may run on (modulo
+ * their count); -1 when the affinity cannot be read. */
+void engine_assign_cpus(struct engine_shared *e)
 {
     cpu_set_t allowed;
-    int cpus[1024], ncpu = 0, err = 0;
+    int cpus[1024], ncpu = 0;
 
     CPU_ZERO(&allowed);
     if (sched_getaffinity(0, sizeof(allowed), &allowed) == 0)
         for (int c = 0; c < CPU_SETSIZE && ncpu < 1024; c++)
             if (CPU_ISSET(c, &allowed))
                 cpus[ncpu++] = c;
+    for (unsigned i = 0; i < e->count; i++)
+        e->workers[i].cpu = ncpu ? cpus[i % (unsigned)ncpu] : -1;
+}
+
+/* engine_start - start the workers; listening sockets are already in e->workers, and their
+ * CPUs were chosen by engine_assign_cpus. */
+int engine_start(struct engine_shared *e, const struct rr_config *cfg, unsigned count)
+{
+    int err = 0;
+
     atomic_store(&e->cfg, cfg);
     atomic_store(&e->cfg_gen, 1);
     for (unsigned i = 0; i < count; i++) {  /* before any thread waits on the barrier */
@@ -543,7 +554,6 @@ int engine_start(struct engine_shared *e, const struct rr_config *cfg, unsigned 
     for (unsigned i = 0; i < count; i++) {
         struct worker *w = &e->workers[i];
         w->id = i;
-        w->cpu = ncpu ? cpus[i % (unsigned)ncpu] : -1;
         w->cfg = cfg;
         w->cfg_gen = 1;
         if (pthread_create(&w->thread, NULL, worker_main, w) != 0) {

@@ -182,7 +182,7 @@ static int open_listeners(const struct rr_config *cfg)
             const struct config_listener *l = &cfg->listeners[li];
             for (unsigned ai = 0; ai < l->addr_count; ai++) {
                 char text[80];
-                int fd = listener_open(&l->addrs[ai], true);
+                int fd = listener_open(&l->addrs[ai], true, w->cpu);
                 if (fd < 0) {
                     listener_format(&l->addrs[ai], text, sizeof(text));
                     log_event(LOG_FATAL, "event=listen_failed listener=%s address=%s error=%s",
@@ -195,7 +195,7 @@ static int open_listeners(const struct rr_config *cfg)
         }
     }
     if (cfg->metrics_listen.len) {
-        int fd = listener_open(&cfg->metrics_listen, false);
+        int fd = listener_open(&cfg->metrics_listen, false, -1);
         if (fd < 0) {
             log_event(LOG_FATAL, "event=listen_failed listener=metrics error=%s",
                       log_q(strerror(-fd)));
@@ -384,6 +384,7 @@ int main(int argc, char **argv)
     for (unsigned i = 0; i < engine.count; i++)
         for (unsigned k = 0; k < ENGINE_LISTEN_MAX; k++)
             engine.workers[i].listen_fd[k] = -1;
+    engine_assign_cpus(&engine);
     if (open_listeners(cfg) < 0)
         return 1;
     control_fd = control_open(cfg);

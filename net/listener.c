@@ -14,7 +14,7 @@
 #include "net/listener.h"
 
 /* listener_open - socket, options, bind, listen. */
-int listener_open(const struct config_addr *a, bool reuseport)
+int listener_open(const struct config_addr *a, bool reuseport, int cpu)
 {
     int fd, one = 1, err;
 
@@ -27,6 +27,7 @@ int listener_open(const struct config_addr *a, bool reuseport)
         setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one)) < 0 ||
         (a->sa.ss_family == AF_INET6 &&
          setsockopt(fd, IPPROTO_IPV6, IPV6_V6ONLY, &one, sizeof(one)) < 0) ||
+        (cpu >= 0 && setsockopt(fd, SOL_SOCKET, SO_INCOMING_CPU, &cpu, sizeof(cpu)) < 0) ||
         bind(fd, (const struct sockaddr *)&a->sa, a->len) < 0 ||
         listen(fd, LISTENER_BACKLOG) < 0) {
         err = -errno;

@@ -9,8 +9,10 @@
 #define LISTENER_BACKLOG 4096
 
 /* listener_open - a bound, listening TCP socket for a; reuseport lets every worker have its
- * own socket on the same address. Returns the fd or -errno. */
-int listener_open(const struct config_addr *a, bool reuseport);
+ * own socket on the same address. cpu >= 0: the socket prefers connections received on that
+ * CPU (SO_INCOMING_CPU), so a worker pinned there takes the flows its CPU's NIC queue gets.
+ * Returns the fd or -errno. */
+int listener_open(const struct config_addr *a, bool reuseport, int cpu);
 
 /* listener_format - "addr:port" / "[addr]:port" of a into buf. */
 void listener_format(const struct config_addr *a, char *buf, size_t cap);
