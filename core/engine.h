@@ -199,10 +199,10 @@ uint16_t engine_local_buf(struct worker *w);
 /* engine_timer_set - (re)arm t to fire at deadline_ms; 0 disarms. */
 void engine_timer_set(struct worker *w, struct engine_timer *t, uint64_t deadline_ms);
 
-/* engine_start - set up and start one thread per worker; returns 0 or -errno. */
 /* engine_assign_cpus - choose each worker's CPU (before the listeners are opened). */
 void engine_assign_cpus(struct engine_shared *e);
 
+/* engine_start - set up and start one thread per worker; returns 0 or -errno. */
 int engine_start(struct engine_shared *e, const struct rr_config *cfg, unsigned count);
 
 /* engine_go - let the workers run (call after engine_start and the privilege drop). */
