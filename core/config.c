@@ -94,7 +94,7 @@ enum key_id {
     K_SMARTHOST, K_DNS_SERVERS, K_SOURCE_ADDRESSES, K_RELAY_TLS, K_RETRY_MIN, K_RETRY_MAX,
     K_QUEUE_LIFETIME, K_RELAY_PORT, K_DEST_CONCURRENCY, K_MSGS_PER_CONN, K_CONNECT_TIMEOUT,
     K_COMMAND_TIMEOUT, K_RELAY_TLS_CA,
-    K_BPF_ENABLED, K_BPF_CONNECTIONS_PER_IP, K_BPF_CONNECTS_PER_IP_PER_S,
+    K_BPF_ENABLED, K_BPF_CONNECTIONS_PER_IP, K_BPF_CONNECTS_PER_IP_PER_S, K_BPF_EXEMPT,
     K_COUNT
 };
 _Static_assert(K_COUNT <= CONFIG_KEYS_MAX, "raise CONFIG_KEYS_MAX");
@@ -284,10 +284,13 @@ static const struct key_def keys[K_COUNT] = {
                         .dflt = "auto" },
     [K_BPF_CONNECTIONS_PER_IP] = { "bpf", "max_connections_per_ip", T_UINT,
                                    CFG(bpf_connections_per_ip_max),
-                                   .min = 1, .max = 1000000, .dflt = "50" },
+                                   .min = 0, .max = 1000000, .dflt = "50" },
     [K_BPF_CONNECTS_PER_IP_PER_S] = { "bpf", "max_connects_per_ip_per_s", T_UINT,
                                       CFG(bpf_connects_per_ip_per_s_max),
-                                      .min = 1, .max = 1000000, .dflt = "20" },
+                                      .min = 0, .max = 1000000, .dflt = "20" },
+    /* Postfix's smtpd_client_event_limit_exceptions: local clients are not limited. */
+    [K_BPF_EXEMPT] = { "bpf", "exempt_networks", T_NETS, CFG(ip_limit_exempt),
+                       COUNT(ip_limit_exempt_count), .dflt = "127.0.0.0/8, ::1/128" },
 };
 
 static const struct key_def listener_keys[LK_COUNT] = {

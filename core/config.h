@@ -160,6 +160,9 @@ struct rr_config {
     enum bpf_mode bpf;            /* "enabled", default auto */
     uint32_t bpf_connections_per_ip_max;  /* "max_connections_per_ip", default 50 */
     uint32_t bpf_connects_per_ip_per_s_max; /* "max_connects_per_ip_per_s", default 20 */
+    /* Both limits: 0 = none. Sources in exempt_networks are counted, never refused. */
+    struct config_net ip_limit_exempt[CONFIG_NETS_MAX]; /* default 127.0.0.0/8 and ::1/128 */
+    unsigned ip_limit_exempt_count;
 
     struct config_origin origin[CONFIG_KEYS_MAX]; /* per key, indexed by config.c's key table;
                                                      read it through config_where() */
