@@ -18,11 +18,11 @@ CC      ?= gcc
 BUILD   := build
 VERSION := $(shell git describe --always --dirty 2>/dev/null || echo unknown)
 
-CPPFLAGS := -D_GNU_SOURCE -DRR_VERSION='"$(VERSION)"' -I.
+CPPFLAGS := -D_GNU_SOURCE -DRR_VERSION='"$(VERSION)"' -I. -I$(BUILD)/bpf
 WARN     := -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter -Wformat=2 -Wvla
 OPT      ?= -O2 -g
 CFLAGS   := $(OPT) -std=gnu11 -pthread -msse4.2 -fno-strict-aliasing $(WARN)
-LIBS     := -luring -linih -lcares -lwolfssl -lcrypt -lidn2 -lpthread
+LIBS     := -luring -linih -lcares -lwolfssl -lcrypt -lidn2 -lbpf -lpthread
 # jemalloc replaces malloc by being linked; the sanitizer builds keep their own allocator.
 ALLOC    := -ljemalloc
 
@@ -30,7 +30,13 @@ ALLOC    := -ljemalloc
 PROG_MAINS := core/main.c core/ringctl.c bench/ringbench.c bench/ringsink.c
 PROG_NAMES := ringrelay ringctl ringbench ringsink
 PROGS      := $(foreach p,$(PROG_NAMES),$(BUILD)/$(p))
-LIB_SRC    := $(filter-out $(PROG_MAINS),$(wildcard core/*.c net/*.c tls/*.c))
+LIB_SRC    := $(filter-out $(PROG_MAINS),$(wildcard core/*.c net/*.c tls/*.c)) \
+              $(filter-out %.bpf.c,$(wildcard bpf/*.c))
+# BPF programs: bpf/NAME.bpf.c -> NAME.bpf.o (clang, CO-RE against this kernel's BTF) ->
+# NAME.skel.h (bpftool), which bpf/NAME.c includes.
+BPF_SRC    := $(wildcard bpf/*.bpf.c)
+BPF_SKEL   := $(BPF_SRC:bpf/%.bpf.c=$(BUILD)/bpf/%.skel.h)
+BPF_ARCH   := $(shell uname -m | sed 's/x86_64/x86/; s/aarch64/arm64/')
 LIB_OBJ    := $(LIB_SRC:%.c=$(BUILD)/obj/%.o)
 BENCH_SRC  := $(filter-out $(PROG_MAINS),$(wildcard bench/*.c))
 BENCH_OBJ  := $(BENCH_SRC:%.c=$(BUILD)/obj/%.o)
@@ -43,6 +49,24 @@ ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-s
 
 .PHONY: all asan fuzz test unit run bench deps clean
 all: $(filter $(BUILD)/ringrelay $(BUILD)/ringctl,$(PROGS)) $(if $(wildcard bench/ringbench.c),$(BUILD)/ringbench) $(if $(wildcard bench/ringsink.c),$(BUILD)/ringsink)
+
+$(BUILD)/bpf/vmlinux.h:
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  BTF     $@")
+	$(Q)bpftool btf dump file /sys/kernel/btf/vmlinux format c > $@.tmp && mv $@.tmp $@
+
+$(BUILD)/bpf/%.bpf.o: bpf/%.bpf.c bpf/%.h $(BUILD)/bpf/vmlinux.h
+	@$(if $(Q),echo "  BPF     $<")
+	$(Q)clang -g -O2 -target bpf -mcpu=v3 -D__TARGET_ARCH_$(BPF_ARCH) -I$(BUILD)/bpf -I. \
+		-Wall -Werror -c $< -o $@
+
+$(BUILD)/bpf/%.skel.h: $(BUILD)/bpf/%.bpf.o
+	@$(if $(Q),echo "  SKEL    $@")
+	$(Q)bpftool gen skeleton $< name $(notdir $*)_bpf > $@.tmp && mv $@.tmp $@
+
+.PRECIOUS: $(BUILD)/bpf/%.bpf.o
+# Each loader includes its skeleton.
+$(foreach n,$(BPF_SRC:bpf/%.bpf.c=%),$(eval $(BUILD)/obj/bpf/$(n).o: $(BUILD)/bpf/$(n).skel.h))
 
 $(BUILD)/obj/%.o: %.c
 	@mkdir -p $(dir $@)
@@ -90,7 +114,7 @@ asan:
 		$(BUILD)/asan/ringrelay $(BUILD)/asan/ringctl \
 		$(UNIT_SRC:tests/unit/%.c=$(BUILD)/asan/tests/%)
 
-$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(TEST_HDR)
+$(BUILD)/fuzz/%: tests/fuzz/%.c $(LIB_SRC) $(TEST_HDR) $(BPF_SKEL)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  FUZZ    $@")
 	$(Q)clang $(CPPFLAGS) -std=gnu11 -g -O1 -msse4.2 -fsanitize=fuzzer,address,undefined \

@@ -23,6 +23,7 @@
 #define CONNLIMIT_PENDING_NS   2000000000ULL /* a handshake admitted but not established
                                                 holds a place this long at most */
 #define CONNLIMIT_NO_WORKER    0xffffffffu   /* cpu_worker[]: no worker pinned there */
+#define CONNLIMIT_EXEMPT_MAX   64      /* exempt networks (the config's CONFIG_NETS_MAX) */
 
 /* A source address: IPv6, or IPv4 mapped into ::ffff:0:0/96. */
 struct connlimit_ip {
@@ -33,6 +34,13 @@ struct connlimit_ip {
 struct connlimit_limits {
     unsigned int connections_max;      /* open connections per source address */
     unsigned int connects_per_s_max;   /* new connections per source address per second */
+};
+
+/* An exempt network, as two 64-bit halves of the mapped address and of its mask, both in
+ * memory order (loaded from the 16 bytes as they are, on either side). */
+struct connlimit_net {
+    unsigned long long addr[2];        /* network address, host bits clear */
+    unsigned long long mask[2];        /* prefix mask */
 };
 
 /* Events counted by the programs, one slot per CPU, each on its own cache line. */
@@ -49,11 +57,15 @@ enum connlimit_counter {
     CONNLIMIT_COUNTER_COUNT
 };
 
+/* 128 bytes: two CPUs' slots never share a cache line (nor an adjacent-line prefetch pair
+ * more than the array's start allows). Padded by hand: an aligned() global trips the BTF of
+ * older clang/libbpf pairs. */
 struct connlimit_cpu {
     unsigned long long n[CONNLIMIT_COUNTER_COUNT];
-} __attribute__((aligned(64)));
+    unsigned long long pad[16 - CONNLIMIT_COUNTER_COUNT];
+};
 
-/* Open connections of one address (the "open" map). */
+/* Open connections of one address (the "open_ips" map). */
 struct connlimit_open {
     unsigned int current;              /* connections established and not yet closed */
     unsigned int pad;
@@ -65,16 +77,25 @@ struct connlimit_recent {
     unsigned long long pending_since_ns; /* when pending last rose from 0 */
     unsigned long long admitted;       /* SYNs admitted, total */
     unsigned long long refused;        /* SYNs refused, total (both limits) */
-    unsigned int pending;              /* admitted, not established yet */
+    int pending;                       /* admitted, not established yet (may dip below 0
+                                          when a place expired first: read as 0) */
     unsigned int pad;
+};
+
+/* A listen address, as the admission program sees the listening socket the kernel found
+ * (the "groups" map: key -> reuseport group index). */
+struct connlimit_group_key {
+    unsigned int family;               /* AF_INET or AF_INET6 */
+    unsigned int port;                 /* local port, host order */
+    unsigned char addr[16];            /* local address: 4 bytes for IPv4, rest zero */
 };
 
 /* What the loader stores on each of our listening sockets (socket storage, cloned onto
  * every connection they accept, which is how the connection-state program knows its own). */
 struct connlimit_mark {
     unsigned int group;                /* reuseport group: index of the listen address */
-    unsigned int worker;               /* worker owning this socket */
-    unsigned int counted;              /* on a connection: it holds a place in "open" */
+    unsigned int worker;               /* worker owning this socket (informational) */
+    unsigned int counted;              /* on a connection: it holds a place in "open_ips" */
     unsigned int pad;
     struct connlimit_ip ip;            /* on a connection: its source address */
 };
@@ -113,6 +134,16 @@ int connlimit_add_listener(struct connlimit *cl, int fd, unsigned group, unsigne
 
 /* connlimit_set_limits - new limits, effective at the next SYN (no reload of programs). */
 void connlimit_set_limits(struct connlimit *cl, const struct connlimit_limits *lim);
+
+/* connlimit_net_make - an exempt network from family (AF_INET/AF_INET6), its address bytes
+ * (4 or 16) and prefix length. */
+void connlimit_net_make(struct connlimit_net *n, int family, const uint8_t *addr,
+                        unsigned prefix);
+
+/* connlimit_set_exempt - the networks counted but never refused (at most
+ * CONNLIMIT_EXEMPT_MAX; more are ignored). Main thread only: one writer at a time. */
+void connlimit_set_exempt(struct connlimit *cl, const struct connlimit_net *nets,
+                          unsigned count);
 
 /* connlimit_read - sum the per-CPU counters. */
 void connlimit_read(const struct connlimit *cl, struct connlimit_stats *out);

@@ -27,6 +27,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "bpf/connlimit.h"
 #include "core/alloc.h"
 #include "core/auth_pool.h"
 #include "core/config.h"
@@ -206,6 +207,86 @@ static int open_listeners(const struct rr_config *cfg)
     return 0;
 }
 
+/* The kernel's per-IP accounting while it is in force (NULL: userspace). */
+static struct connlimit *ip_kernel;
+
+/* ip_limits_apply - the configuration's per-IP limits and exempt networks into the kernel
+ * programs' global data. */
+static void ip_limits_apply(struct connlimit *cl, const struct rr_config *cfg)
+{
+    struct connlimit_limits lim = { cfg->bpf_connections_per_ip_max,
+                                    cfg->bpf_connects_per_ip_per_s_max };
+    struct connlimit_net nets[CONNLIMIT_EXEMPT_MAX];
+    unsigned n = 0;
+
+    for (unsigned i = 0; i < cfg->ip_limit_exempt_count && n < CONNLIMIT_EXEMPT_MAX; i++)
+        connlimit_net_make(&nets[n++], cfg->ip_limit_exempt[i].family,
+                           cfg->ip_limit_exempt[i].addr, cfg->ip_limit_exempt[i].prefix);
+    connlimit_set_exempt(cl, nets, n);
+    connlimit_set_limits(cl, &lim);
+}
+
+/* ip_limits_start - load the per-IP accounting into the kernel and put every listening
+ * socket under it ([bpf] enabled = auto | yes). NULL: the limits stay in userspace (auto
+ * could not load, or enabled = no); *fatal when enabled = yes could not load. One log line
+ * says which is in force. */
+static struct connlimit *ip_limits_start(const struct rr_config *cfg, bool *fatal)
+{
+    uint32_t cpu_worker[CONNLIMIT_CPUS_MAX];
+    struct connlimit_limits lim = { cfg->bpf_connections_per_ip_max,
+                                    cfg->bpf_connects_per_ip_per_s_max };
+    struct connlimit *cl = NULL;
+    char why[512] = "", ids[64] = "";
+    uint32_t id[2];
+    unsigned nid;
+    int err = 0;
+
+    *fatal = false;
+    if (cfg->bpf == BPF_NO) {
+        log_event(LOG_INFO, "event=ip_limits enforced=userspace reason=disabled "
+                  "connections_max=%u connects_per_s_max=%u", lim.connections_max,
+                  lim.connects_per_s_max);
+        return NULL;
+    }
+    /* Steering: a CPU with exactly one worker sends its SYNs there; a CPU with several
+     * (more workers than CPUs) leaves the choice to the kernel's hash. */
+    for (unsigned c = 0; c < CONNLIMIT_CPUS_MAX; c++)
+        cpu_worker[c] = CONNLIMIT_NO_WORKER;
+    for (unsigned i = 0; i < engine.count; i++) {
+        int c = engine.workers[i].cpu;
+        if (c < 0 || c >= CONNLIMIT_CPUS_MAX)
+            continue;
+        cpu_worker[c] = cpu_worker[c] == CONNLIMIT_NO_WORKER ? i : CONNLIMIT_NO_WORKER - 1;
+    }
+    for (unsigned c = 0; c < CONNLIMIT_CPUS_MAX; c++)
+        if (cpu_worker[c] == CONNLIMIT_NO_WORKER - 1 || cpu_worker[c] >= CONNLIMIT_WORKERS_MAX)
+            cpu_worker[c] = CONNLIMIT_NO_WORKER;
+    err = connlimit_load(&cl, &lim, cpu_worker, CONNLIMIT_CPUS_MAX, why, sizeof(why));
+    for (unsigned i = 0; !err && i < engine.count; i++)
+        for (unsigned k = 0; !err && k < engine.workers[i].listen_count; k++) {
+            err = connlimit_add_listener(cl, engine.workers[i].listen_fd[k], k, i);
+            if (err)
+                snprintf(why, sizeof(why), "attaching to a listening socket: %s",
+                         strerror(-err));
+        }
+    if (err) {
+        connlimit_close(cl);
+        *fatal = cfg->bpf == BPF_YES;
+        log_event(*fatal ? LOG_FATAL : LOG_WARN, "event=ip_limits enforced=%s reason=%s "
+                  "connections_max=%u connects_per_s_max=%u",
+                  *fatal ? "none" : "userspace", log_q(why), lim.connections_max,
+                  lim.connects_per_s_max);
+        return NULL;
+    }
+    ip_limits_apply(cl, cfg);
+    nid = connlimit_prog_ids(cl, id, 2);
+    for (unsigned i = 0; i < nid; i++)
+        snprintf(ids + strlen(ids), sizeof(ids) - strlen(ids), "%s%u", i ? "," : "", id[i]);
+    log_event(LOG_INFO, "event=ip_limits enforced=kernel programs=%s connections_max=%u "
+              "connects_per_s_max=%u", ids, lim.connections_max, lim.connects_per_s_max);
+    return cl;
+}
+
 /* sd_notify_ready - tell systemd we are up, when it asked (NOTIFY_SOCKET). */
 static void sd_notify_ready(void)
 {
@@ -287,6 +368,12 @@ static struct rr_config *reload(const struct options *o, struct rr_config *old)
         log_event(LOG_WARN, "event=reload note=spool_dir_change_needs_a_restart");
         memcpy(cfg->spool_dir, old->spool_dir, sizeof(cfg->spool_dir));
     }
+    if (cfg->bpf != old->bpf) {
+        log_event(LOG_WARN, "event=reload note=bpf_enabled_change_needs_a_restart");
+        cfg->bpf = old->bpf;
+    }
+    if (ip_kernel)
+        ip_limits_apply(ip_kernel, cfg);  /* the programs stay; their data changes */
     cfg->workers = old->workers;
     cfg->connections_max = old->connections_max;
     auth_cache_flush();  /* passwords may have changed with the files or the backend */
@@ -387,6 +474,12 @@ int main(int argc, char **argv)
     engine_assign_cpus(&engine);
     if (open_listeners(cfg) < 0)
         return 1;
+    {
+        bool fatal;
+        ip_kernel = ip_limits_start(cfg, &fatal);
+        if (fatal)
+            return 1;
+    }
     control_fd = control_open(cfg);
     if (control_fd < 0)
         log_event(LOG_WARN, "event=control_unavailable socket=%s error=%s",
@@ -457,6 +550,7 @@ int main(int argc, char **argv)
      * is in the pool any more. */
     auth_pool_stop();
     auth_pool_free();
+    connlimit_close(ip_kernel);  /* the listening sockets are closed: nothing is attached */
     log_event(LOG_INFO, "event=stopped");
     config_free(cfg);
     free(cfg);
