@@ -6,7 +6,11 @@
  * Runs on the main thread, which only waits for signals and this socket, so a slow client
  * delays nothing on the mail path. One request line per connection, one answer, then close:
  *   stats                  "key value" lines: the workers' metric shards summed (relaxed
- *                          reads, as /metrics does)
+ *                          reads, as /metrics does), then the per-IP limits: who enforces
+ *                          them, refusals by limit, tracked addresses and the top talkers
+ *                          ("top_talker IP current=N admitted=N refused=N", at most
+ *                          CONTROL_TOP_TALKERS_MAX; listing them may walk the kernel's maps,
+ *                          which is why it happens here and not on /metrics)
  *   queue | flush          a job for every worker (control_job.c), whose answers are joined;
  *   delete|hold|release ID the answer formats are listed in control_job.c
  * Anything else gets "error unknown command ...", a delete, hold or release without a
@@ -35,11 +39,13 @@
 #include "core/control.h"
 #include "core/control_job.h"
 #include "core/engine.h"
+#include "core/iplimit.h"
 #include "core/log.h"
 #include "core/metrics.h"
 
 #define CONTROL_ANSWER_BYTES_MAX 8192  /* "stats" and the short error answers */
 #define CONTROL_WRITE_TIMEOUT_MS 5000  /* a client must take its whole answer this fast */
+#define CONTROL_TOP_TALKERS_MAX  10    /* "top_talker" lines of "stats" */
 
 /* make_parent - create the directory that holds path (one level is enough for /run/x). */
 static void make_parent(const char *path)
@@ -86,6 +92,39 @@ int control_open(const struct rr_config *cfg)
     return fd;
 }
 
+/* answer_ip_limits - the per-IP limits' lines of "stats" at out (cap bytes); the length. */
+static size_t answer_ip_limits(char *out, size_t cap)
+{
+    struct connlimit_talker top[CONTROL_TOP_TALKERS_MAX];
+    struct iplimit *il = iplimit_shared();
+    struct iplimit_stats st;
+    size_t len = 0;
+    int n;
+
+    iplimit_stats(il, &st);
+    len += (size_t)snprintf(out + len, cap - len, "ip_limits %s\n",
+                            st.kernel ? "kernel" : "userspace");
+    for (unsigned i = 0; i < IPL_LIMIT_COUNT && len < cap; i++)
+        len += (size_t)snprintf(out + len, cap - len, "ip_refused.%s %" PRIu64 "\n",
+                                iplimit_limit_name[i], st.refused[i]);
+    if (len < cap)
+        len += (size_t)snprintf(out + len, cap - len, "tracked_ips %" PRIu64 "\n",
+                                st.tracked_ips);
+    n = iplimit_top(il, top, CONTROL_TOP_TALKERS_MAX);
+    if (n < 0 && len < cap)
+        len += (size_t)snprintf(out + len, cap - len, "top_talkers_error %s\n",
+                                strerror(-n));
+    for (int i = 0; i < n && len < cap; i++) {
+        char ip[IPLIMIT_IP_TEXT_BYTES];
+        iplimit_ip_format(&top[i].ip, ip, sizeof(ip));
+        len += (size_t)snprintf(out + len, cap - len,
+                                "top_talker %s current=%u admitted=%" PRIu64 " refused=%" PRIu64
+                                "\n", ip, (unsigned)top[i].current, top[i].admitted,
+                                top[i].refused);
+    }
+    return len < cap ? len : cap - 1;
+}
+
 /* answer_stats - the summed counters as "key value" lines. */
 static size_t answer_stats(char *out, size_t cap, uint64_t started_ms)
 {
@@ -114,6 +153,8 @@ static size_t answer_stats(char *out, size_t cap, uint64_t started_ms)
         if (m.messages_rejected[i])
             len += (size_t)snprintf(out + len, cap - len, "messages_rejected.%s %" PRIu64 "\n",
                                     metrics_msg_reason_name[i], m.messages_rejected[i]);
+    if (len < cap)
+        len += answer_ip_limits(out + len, cap - len);
     return len < cap ? len : cap - 1;
 }
 

@@ -33,6 +33,7 @@
 #include "core/config.h"
 #include "core/control.h"
 #include "core/engine.h"
+#include "core/iplimit.h"
 #include "core/log.h"
 #include "core/resources.h"
 #include "core/queue.h"
@@ -479,6 +480,7 @@ int main(int argc, char **argv)
         ip_kernel = ip_limits_start(cfg, &fatal);
         if (fatal)
             return 1;
+        iplimit_use_kernel(iplimit_shared(), ip_kernel);  /* NULL: userspace at accept */
     }
     control_fd = control_open(cfg);
     if (control_fd < 0)
@@ -550,6 +552,7 @@ int main(int argc, char **argv)
      * is in the pool any more. */
     auth_pool_stop();
     auth_pool_free();
+    iplimit_use_kernel(iplimit_shared(), NULL);
     connlimit_close(ip_kernel);  /* the listening sockets are closed: nothing is attached */
     log_event(LOG_INFO, "event=stopped");
     config_free(cfg);

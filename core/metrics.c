@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "core/iplimit.h"
 #include "core/metrics.h"
 #include "core/ratelimit.h"
 
@@ -61,11 +62,12 @@ static uint64_t load(const uint64_t *c)
     return __atomic_load_n(c, __ATOMIC_RELAXED);
 }
 
-/* metrics_sum - add the shards up, field by field (the struct is all uint64_t). */
+/* metrics_sum - add the shards up, field by field (the struct is all uint64_t, up to its
+ * last field, delivery_latency; what follows is alignment padding). */
 void metrics_sum(struct metrics *out, struct metrics *const *shards, unsigned count)
 {
-    const size_t words = offsetof(struct metrics, accept_latency) / sizeof(uint64_t) +
-                         sizeof(struct metrics_hist) / sizeof(uint64_t);
+    const size_t words = (offsetof(struct metrics, delivery_latency) +
+                          sizeof(struct metrics_hist)) / sizeof(uint64_t);
     uint64_t *o = (uint64_t *)out;
 
     memset(out, 0, sizeof(*out));
@@ -131,6 +133,35 @@ static void histogram(struct out *o, const char *name, const char *help,
     put(o, "%s_count %" PRIu64 "\n", name, h->count);
 }
 
+/* ip_limits - the per-IP connection limits, from whichever side enforces them (memory
+ * reads only: this runs on a worker's ring). */
+static void ip_limits(struct out *o)
+{
+    static const char *const where[2] = { "kernel", "userspace" };
+    struct iplimit_stats st;
+
+    iplimit_stats(iplimit_shared(), &st);
+    single(o, "ringrelay_bpf_connections_refused_total", "counter",
+           "Connections refused by the per-IP limits in the kernel (BPF).",
+           st.kernel ? st.refused[IPL_LIMIT_CONNECTIONS] + st.refused[IPL_LIMIT_RATE] : 0);
+    put(o, "# HELP ringrelay_connections_refused_total Connections refused by a per-IP limit, "
+           "by limit and where it was enforced.\n"
+           "# TYPE ringrelay_connections_refused_total counter\n");
+    for (unsigned l = 0; l < IPL_LIMIT_COUNT; l++)
+        for (unsigned k = 0; k < 2; k++)
+            put(o, "ringrelay_connections_refused_total{limit=\"%s\",where=\"%s\"} %" PRIu64
+                   "\n", iplimit_limit_name[l], where[k],
+                st.kernel == (k == 0) ? st.refused[l] : 0);
+    single(o, "ringrelay_ip_limits_kernel", "gauge",
+           "1 when the per-IP limits are enforced by the kernel (BPF), 0 in userspace.",
+           st.kernel ? 1 : 0);
+    single(o, "ringrelay_tracked_ips", "gauge", "Source addresses with open connections.",
+           st.tracked_ips);
+    single(o, "ringrelay_ip_limits_untracked_total", "counter",
+           "Connections admitted without per-IP accounting (no room for their address).",
+           st.untracked);
+}
+
 /* metrics_render - the whole exposition. */
 size_t metrics_render(char *buf, size_t cap, const struct metrics *m,
                       const struct rr_config *cfg)
@@ -180,9 +211,8 @@ size_t metrics_render(char *buf, size_t cap, const struct metrics *m,
                        "result", delivery_results, m->deliveries, 3);
         single(&o, "ringrelay_relay_notifications_total", "counter",
                "Relaying notices sent to customers.", m->relay_notifications);
-        single(&o, "ringrelay_bpf_connections_refused_total", "counter",
-               "Connections refused by the per-IP limits.", m->bpf_refused);
     }
+    ip_limits(&o);
     {
         /* The hourly limits' table is one for the process (core/ratelimit.c), not a shard. */
         struct ratelimit_stats rs;

@@ -5,6 +5,10 @@
  * an increment is a plain load and store (relaxed atomics), never a locked instruction, and
  * no two workers touch the same line. Readers (the /metrics responder, ringctl stats) add the
  * shards up with relaxed loads; a sum may be a few events behind, never torn.
+ *
+ * Process-wide tables keep their own counters and metrics_render() reads them as it renders:
+ * the hourly limits (core/ratelimit.h) and the per-IP connection limits (core/iplimit.h,
+ * which reads the BPF programs' counters when they enforce).
  */
 #ifndef RR_METRICS_H
 #define RR_METRICS_H
@@ -111,11 +115,11 @@ struct metrics {
     uint64_t relay_tls[TLSR_COUNT]; /* outbound STARTTLS handshakes, by outcome */
     uint64_t deliveries[3];       /* delivery attempts: delivered, deferred, bounced */
     uint64_t relay_notifications; /* relaying notices generated */
-    uint64_t bpf_refused;         /* connections refused in the kernel (read from BPF maps) */
     uint64_t queue_size;          /* gauge: messages this worker holds (wraps per shard; the
                                      sum over the shards is right) */
     struct metrics_hist accept_latency; /* end of DATA to the 250 */
     struct metrics_hist delivery_latency; /* accepted to the next hop's 250, slow buckets */
+    /* metrics_sum() adds every word up to the end of delivery_latency: new fields go above. */
 } __attribute__((aligned(RR_CACHELINE)));
 
 /* metrics_add - add n to a counter this thread owns. */

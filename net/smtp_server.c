@@ -14,6 +14,12 @@
  * order, after the 250), while the reply buffer is nearly full, and while write slots or
  * buffers run short; it resumes from the same byte.
  *
+ * A new connection passes the per-source-IP limits first (core/iplimit.h; they do nothing
+ * here when the kernel enforces them): one over a limit gets its 421 by a non-blocking send
+ * on the fresh socket and is closed at once, with no session; one that is counted releases
+ * its count when its session is freed, in conn_reap() (or smtp_server_fini() after a
+ * forced stop), and only there.
+ *
  * A session ends in conn_close(): it marks the session, cancels its receive and timer, lets
  * its transaction finish or orphans it to the spool. The memory goes in conn_reap(), which
  * every entry point (completion, timer, end of a loop pass, stop) calls as its very last
@@ -25,11 +31,13 @@
  * RFC 4954's larger bound, in a buffer of their own only while split: smtp_auth.h), queued
  * input at CONN_IN_BUFS_MAX buffers, replies at CONN_OUT_BYTES; a peer that talks before the
  * greeting, pipelines where it may not, idles or trickles is cut off with a reply, a log line
- * and a counter.
+ * and a counter. A flood of connections over the per-IP limits costs an accept, a send and
+ * a close each, and at most one log line per worker per second (IP_REFUSAL_LOG_MS).
  *
  * STANDARDS: RFC 5321 (SMTP), RFC 2920 (PIPELINING), RFC 3030 (CHUNKING).
  */
 #include <errno.h>
+#include <inttypes.h>
 #include <arpa/inet.h>
 #include <netinet/tcp.h>
 #include <stdarg.h>
@@ -40,6 +48,7 @@
 #include <unistd.h>
 
 #include "core/alloc.h"
+#include "core/iplimit.h"
 #include "core/log.h"
 #include "net/smtp_auth.h"
 #include "net/smtp_server.h"
@@ -50,10 +59,15 @@ const char *const smtp_state_name[ST_COUNT] = {
     "closing",
 };
 
+#define IP_REFUSAL_LOG_MS 1000    /* at most one line about per-IP refusals this often */
+
 /* Worker-private session bookkeeping beyond struct worker. */
 struct server {
     struct conn *wait_head;       /* sessions waiting for buffers or write slots */
     struct txn *txn_free;         /* recycled transactions */
+    struct iplimit *iplimit;      /* the per-IP accounting (process-wide) */
+    uint64_t ip_log_ms;           /* when a per-IP refusal was last logged */
+    uint64_t ip_log_suppressed;   /* per-IP refusals not logged since */
 };
 
 static __thread struct server *srv;
@@ -61,6 +75,7 @@ static __thread struct server *srv;
 static void process_input(struct conn *c);
 static void arm_recv(struct conn *c);
 static void cancel_recv(struct conn *c);
+static void conn_release_ip(struct conn *c);
 
 /* smtp_server_init - the session table and free slot stack. */
 int smtp_server_init(struct worker *w)
@@ -68,6 +83,7 @@ int smtp_server_init(struct worker *w)
     uint32_t n = w->cfg->connections_max ? w->cfg->connections_max : 1;
 
     srv = rr_calloc(1, sizeof(*srv));
+    srv->iplimit = iplimit_shared();  /* made here, at set-up, not at a first accept */
     w->conn_slots = n;
     w->conns = rr_calloc(n, sizeof(*w->conns));
     w->conn_free = rr_calloc(n, sizeof(*w->conn_free));
@@ -88,8 +104,12 @@ void smtp_server_fini(struct worker *w)
         spool_msg_release(&t->sm);
         free(t);
     }
-    for (uint32_t i = 0; i < w->conn_slots; i++)
-        free(w->conns[i]);  /* only after a forced stop: no operation is in flight any more */
+    for (uint32_t i = 0; i < w->conn_slots; i++) {
+        /* only after a forced stop: no operation is in flight any more */
+        if (w->conns[i])
+            conn_release_ip(w->conns[i]);
+        free(w->conns[i]);
+    }
     free(w->conns);
     free(w->conn_free);
     w->conns = NULL;
@@ -235,6 +255,15 @@ void txn_end(struct conn *c)
         txn_free(t);
 }
 
+/* conn_release_ip - give back the session's count in the per-IP accounting, once. */
+static void conn_release_ip(struct conn *c)
+{
+    if (!c->ip_counted)
+        return;
+    c->ip_counted = false;
+    iplimit_release(srv->iplimit, &c->peer.sa);
+}
+
 /* conn_reap - free the slot once closed and nothing is in flight. The caller's last use. */
 void conn_reap(struct conn *c)
 {
@@ -252,6 +281,7 @@ void conn_reap(struct conn *c)
         io_uring_sqe_set_data64(sqe, engine_ud(OP_NONE, 0, 0));
         c->fd = -1;
     }
+    conn_release_ip(c);
     w->conns[c->slot] = NULL;
     w->conn_free[w->conn_free_count++] = c->slot;
     w->conn_count--;
@@ -361,11 +391,67 @@ void smtp_greeting(struct conn *c)
     conn_flush(c);
 }
 
-/* smtp_server_accept - set up a session for a new socket. */
+/* peer_read - the client's address of socket fd into *peer (a v4-mapped IPv6 address as
+ * IPv4) and its text; false, with text "unknown", when the socket has none any more. */
+static bool peer_read(int fd, union conn_addr *peer, char *text, size_t cap)
+{
+    socklen_t len = sizeof(*peer);
+
+    memset(peer, 0, sizeof(*peer));
+    if (getpeername(fd, &peer->sa, &len) < 0 ||
+        (peer->sa.sa_family != AF_INET && peer->sa.sa_family != AF_INET6)) {
+        peer->sa.sa_family = AF_UNSPEC;
+        snprintf(text, cap, "unknown");
+        return false;
+    }
+    if (peer->sa.sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&peer->in6.sin6_addr)) {
+        struct sockaddr_in v4 = { .sin_family = AF_INET, .sin_port = peer->in6.sin6_port };
+        memcpy(&v4.sin_addr, &peer->in6.sin6_addr.s6_addr[12], 4);
+        peer->in = v4;
+    }
+    if (peer->sa.sa_family == AF_INET)
+        inet_ntop(AF_INET, &peer->in.sin_addr, text, (socklen_t)cap);
+    else
+        inet_ntop(AF_INET6, &peer->in6.sin6_addr, text, (socklen_t)cap);
+    return true;
+}
+
+/* ip_refuse - a connection over a per-IP limit: 421, close, and a log line unless one went
+ * out less than IP_REFUSAL_LOG_MS ago (then it is counted into the next one's suppressed=).
+ * A refusal is counted by the accounting itself (iplimit_stats). */
+static void ip_refuse(struct worker *w, int fd, enum iplimit_verdict v, const char *peer_text)
+{
+    static const char conns[] =
+        "421 4.7.0 Too many connections from your address, try again later\r\n";
+    static const char rate[] =
+        "421 4.7.0 Too many connection attempts from your address, try again later\r\n";
+    bool by_rate = v == IPL_REFUSED_RATE;
+
+    /* A fresh socket's send buffer is empty: this non-blocking send cannot block. */
+    if (send(fd, by_rate ? rate : conns, by_rate ? sizeof(rate) - 1 : sizeof(conns) - 1,
+             MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+        (void)0;
+    close(fd);
+    if (srv->ip_log_ms && w->now_ms - srv->ip_log_ms < IP_REFUSAL_LOG_MS) {
+        srv->ip_log_suppressed++;
+        return;
+    }
+    log_event(LOG_WARN, "event=rejected code=421 reason=%s peer=%s worker=%u suppressed=%" PRIu64,
+              iplimit_limit_name[by_rate ? IPL_LIMIT_RATE : IPL_LIMIT_CONNECTIONS], peer_text,
+              w->id, srv->ip_log_suppressed);
+    srv->ip_log_ms = w->now_ms ? w->now_ms : 1;
+    srv->ip_log_suppressed = 0;
+}
+
+/* smtp_server_accept - set up a session for a new socket: the worker's own ceiling, then the
+ * per-IP limits, then the session. */
 void smtp_server_accept(struct worker *w, unsigned li, int fd)
 {
     const struct rr_config *cfg = w->cfg;
-    socklen_t len;
+    enum iplimit_verdict ipv;
+    union conn_addr peer;
+    char peer_text[CONN_PEER_BYTES];
+    bool have_peer;
     struct conn *c;
 
     metrics_add(&w->m->connections_total[li], 1);
@@ -379,6 +465,12 @@ void smtp_server_accept(struct worker *w, unsigned li, int fd)
         log_event(LOG_WARN, "event=rejected code=421 reason=connection_limit worker=%u", w->id);
         return;
     }
+    have_peer = peer_read(fd, &peer, peer_text, sizeof(peer_text));
+    ipv = iplimit_accept(srv->iplimit, cfg, have_peer ? &peer.sa : NULL, w->now_ns);
+    if (ipv == IPL_REFUSED_CONNECTIONS || ipv == IPL_REFUSED_RATE) {
+        ip_refuse(w, fd, ipv, peer_text);
+        return;
+    }
     c = rr_calloc(1, sizeof(*c));
     c->w = w;
     c->fd = fd;
@@ -388,24 +480,13 @@ void smtp_server_accept(struct worker *w, unsigned li, int fd)
     c->in_head = c->in_tail = ENGINE_BUF_NONE;
     c->timer.fire = smtp_server_timer;
     c->io = &conn_io_plain;
+    c->peer = peer;
+    c->ip_counted = ipv == IPL_COUNTED;
+    memcpy(c->peer_text, peer_text, sizeof(c->peer_text));
     w->conns[c->slot] = c;
     w->conn_count++;
     metrics_add(&w->m->connections_active, 1);
 
-    len = sizeof(c->peer);
-    if (getpeername(fd, &c->peer.sa, &len) == 0) {
-        if (c->peer.sa.sa_family == AF_INET6 && IN6_IS_ADDR_V4MAPPED(&c->peer.in6.sin6_addr)) {
-            struct sockaddr_in v4 = { .sin_family = AF_INET, .sin_port = c->peer.in6.sin6_port };
-            memcpy(&v4.sin_addr, &c->peer.in6.sin6_addr.s6_addr[12], 4);
-            c->peer.in = v4;
-        }
-        if (c->peer.sa.sa_family == AF_INET)
-            inet_ntop(AF_INET, &c->peer.in.sin_addr, c->peer_text, sizeof(c->peer_text));
-        else
-            inet_ntop(AF_INET6, &c->peer.in6.sin6_addr, c->peer_text, sizeof(c->peer_text));
-    } else {
-        strcpy(c->peer_text, "unknown");
-    }
     log_event(LOG_DEBUG, "event=connect session=%u:%u peer=%s listener=%s", w->id, c->slot,
               c->peer_text, cfg->listeners[li].name);
 

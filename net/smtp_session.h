@@ -38,6 +38,13 @@ enum smtp_state {
     ST_COUNT
 };
 
+/* A client address as getpeername gives it (a v4-mapped IPv6 one rewritten as IPv4). */
+union conn_addr {
+    struct sockaddr sa;           /* the family, to tell which of the two it is */
+    struct sockaddr_in in;        /* AF_INET (v4-mapped IPv6 included) */
+    struct sockaddr_in6 in6;      /* AF_INET6 */
+};
+
 struct conn;
 struct conn_tls;
 struct conn_io;
@@ -101,11 +108,9 @@ struct conn {
     const struct conn_io *io;     /* transport: plaintext or TLS (net/smtp_tls.c) */
     struct conn_tls *tls;         /* TLS state once STARTTLS or implicit TLS began, else NULL */
     struct __kernel_timespec greet_ts; /* greeting delay */
-    union {
-        struct sockaddr sa;
-        struct sockaddr_in in;
-        struct sockaddr_in6 in6;
-    } peer;                       /* client address */
+    bool ip_counted;              /* holds a count in the per-IP accounting (core/iplimit.h):
+                                     released once, when the session is freed */
+    union conn_addr peer;         /* client address */
     char peer_text[CONN_PEER_BYTES]; /* printable client address */
     char helo[SMTP_DOMAIN_BYTES_MAX + 1]; /* HELO/EHLO argument */
     char line[SMTP_COMMAND_LINE_BYTES_MAX + 1]; /* command split across buffers */
