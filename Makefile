@@ -48,7 +48,8 @@ FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
 .PHONY: all asan fuzz test unit run bench deps clean
-all: $(filter $(BUILD)/ringrelay $(BUILD)/ringctl,$(PROGS)) $(if $(wildcard bench/ringbench.c),$(BUILD)/ringbench) $(if $(wildcard bench/ringsink.c),$(BUILD)/ringsink)
+all: $(filter $(BUILD)/ringrelay $(BUILD)/ringctl,$(PROGS)) $(if $(wildcard bench/ringbench.c),$(BUILD)/ringbench) $(if $(wildcard bench/ringsink.c),$(BUILD)/ringsink) \
+     $(if $(wildcard bench/tools/connflood.c),$(BUILD)/connflood)
 
 $(BUILD)/bpf/vmlinux.h:
 	@mkdir -p $(dir $@)
@@ -100,6 +101,12 @@ $(BUILD)/ringbench: $(BUILD)/obj/bench/ringbench.o $(BENCH_OBJ) $(BUILD)/libring
 $(BUILD)/ringsink: $(BUILD)/obj/bench/ringsink.o $(BENCH_OBJ) $(BUILD)/libringrelay.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(CFLAGS) -o $@ $^ $(LIBS) $(ALLOC)
+
+# bench/tools/: stand-alone load tools, one file each, linking nothing of ours (bench/flood.sh).
+$(BUILD)/connflood: bench/tools/connflood.c
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CC      $<")
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $<
 
 TEST_HDR := $(wildcard tests/unit/*.h)
 
