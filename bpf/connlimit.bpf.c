@@ -177,32 +177,16 @@ static __always_inline bool rate_take(struct connlimit_recent *r, __u32 per_s, _
     return true;  /* lost four races in a row to the same address: let this one through */
 }
 
-/* is_loopback - 127.0.0.0/8 or ::1. */
-static __always_inline bool is_loopback(const struct connlimit_ip *ip)
-{
-    static const __u8 v6_one[16] = { [15] = 1 };
-    __u64 a0, a1, b0, b1;
-
-    if (ip->addr[10] == 0xff && ip->addr[11] == 0xff && ip->addr[12] == 127)
-        return true;
-    __builtin_memcpy(&a0, ip->addr, 8);
-    __builtin_memcpy(&a1, ip->addr + 8, 8);
-    __builtin_memcpy(&b0, v6_one, 8);
-    __builtin_memcpy(&b1, v6_one + 8, 8);
-    return a0 == b0 && a1 == b1;
-}
-
 /* steer_to_cpu - hand the SYN to the worker of the receiving CPU, if one is pinned there.
- * Not for loopback: there is no receive queue to stay with, the CPU that ran the sender
- * says nothing, and one local load generator would put every session on one worker. */
-static __always_inline void steer_to_cpu(struct sk_reuseport_md *ctx,
-                                         const struct connlimit_ip *ip)
+ * When it cannot (no worker on this CPU, several), the kernel's own choice follows, which
+ * honours each worker socket's SO_INCOMING_CPU the same way (Linux 6.2, 6.1.2). */
+static __always_inline void steer_to_cpu(struct sk_reuseport_md *ctx)
 {
     __u32 cpu = bpf_get_smp_processor_id(), worker, key, *group;
     struct connlimit_group_key gk;
     struct bpf_sock *sk = ctx->sk;
 
-    if (cpu >= CONNLIMIT_CPUS_MAX || !sk || !ip || is_loopback(ip))
+    if (cpu >= CONNLIMIT_CPUS_MAX || !sk)
         return;
     worker = cpu_worker[cpu];
     if (worker >= CONNLIMIT_WORKERS_MAX)
@@ -238,12 +222,8 @@ int connlimit_admit(struct sk_reuseport_md *ctx)
     __u64 now;
     int pending;
 
-    if (source_of(ctx, &ip) < 0) {
-        steer_to_cpu(ctx, NULL);
-        return SK_PASS;
-    }
-    if (!is_syn(ctx)) {
-        steer_to_cpu(ctx, &ip);
+    if (!is_syn(ctx) || source_of(ctx, &ip) < 0) {
+        steer_to_cpu(ctx);
         return SK_PASS;
     }
     now = bpf_ktime_get_ns();
@@ -252,7 +232,7 @@ int connlimit_admit(struct sk_reuseport_md *ctx)
         bpf_map_update_elem(&recent, &ip, &fresh, BPF_NOEXIST);
         r = bpf_map_lookup_elem(&recent, &ip);
         if (!r) {  /* cannot happen with an LRU map short of memory: admit, uncounted */
-            steer_to_cpu(ctx, &ip);
+            steer_to_cpu(ctx);
             return SK_PASS;
         }
     }
@@ -285,7 +265,7 @@ int connlimit_admit(struct sk_reuseport_md *ctx)
     __sync_fetch_and_add(&r->pending, 1);
     __sync_fetch_and_add(&r->admitted, 1);
     count(CONNLIMIT_ADMITTED);
-    steer_to_cpu(ctx, &ip);
+    steer_to_cpu(ctx);
     return SK_PASS;
 }
 

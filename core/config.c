@@ -42,7 +42,8 @@
  *   The file and the -o values are operator input: trusted in intent, not in form. Every line
  *   is bounded, every string is copied with a length check and a clear error when too long,
  *   every number is checked for overflow (config_value.c) and against the bounds in the
- *   table, addresses are numeric only (no DNS at start-up).
+ *   table, addresses are numeric only (no DNS at start-up), interface names in
+ *   source_addresses are checked for form only (the kernel's rules; -t checks they exist).
  *
  * STANDARDS
  *   RFC 1035 2.3.1 and RFC 1123 2.1 (host name syntax, for hostname and smarthost, through
@@ -118,6 +119,7 @@ enum key_type {
     T_ENUM,        /* one of names[] */
     T_ADDR,        /* one socket address; "" = off */
     T_ADDRS,       /* a list of socket addresses */
+    T_SOURCES,     /* a list of source addresses, each perhaps with %INTERFACE */
     T_NETS,        /* a list of CIDR networks */
     T_DATE,        /* YYYY-MM-DD, stored as int64_t unix time */
 };
@@ -134,11 +136,12 @@ struct key_def {
     enum key_type type;           /* how the value is parsed and stored */
     size_t offset;                /* of the field in struct rr_config or config_listener */
     size_t size;                  /* bytes of the field */
-    size_t count_offset;          /* T_ADDRS, T_NETS: offset of the unsigned entry count */
+    size_t count_offset;          /* T_ADDRS, T_SOURCES, T_NETS: offset of the entry count */
     uint64_t min, max;            /* numbers: bounds in the parsed unit (ms for durations);
                                      lists: entries (max 0 = capacity); strings: length in
                                      bytes (max 0 = field size - 1) */
-    int port;                     /* T_ADDR, T_ADDRS: port default, -1 required, PORT_NONE */
+    int port;                     /* T_ADDR, T_ADDRS, T_SOURCES: port default, -1 required,
+                                     PORT_NONE */
     const struct enum_name *names; /* T_ENUM: the accepted names, NULL-terminated */
     const char *dflt;             /* the default as a file would write it; NULL = none */
 };
@@ -256,7 +259,7 @@ static const struct key_def keys[K_COUNT] = {
     [K_SMARTHOST] = { "relay", "smarthost", T_HOSTPORT, CFG(smarthost), .dflt = "" },
     [K_DNS_SERVERS] = { "relay", "dns_servers", T_ADDRS, CFG(dns_servers),
                         COUNT(dns_server_count), .port = 53, .dflt = "" },
-    [K_SOURCE_ADDRESSES] = { "relay", "source_addresses", T_ADDRS, CFG(source_addresses),
+    [K_SOURCE_ADDRESSES] = { "relay", "source_addresses", T_SOURCES, CFG(source_addresses),
                              COUNT(source_address_count), .port = PORT_NONE, .dflt = "" },
     [K_RELAY_TLS] = { "relay", "tls", T_ENUM, CFG(relay_tls), .names = relay_tls_names,
                       .dflt = "may" },
@@ -569,17 +572,90 @@ static int parse_addr_entry(const struct key_def *def, const char *s, struct con
     return 0;
 }
 
-/* set_list - T_ADDRS, T_NETS: entries separated by commas and/or blanks; the whole list
- * replaces the old one, or nothing changes. */
+/* ifname_ok - a name the kernel would take for a network device (dev_valid_name): 1..15
+ * printable bytes, no '/', ':' or blank, not "." or ".."; nor ',' or '%', which end or
+ * split an entry here. */
+static bool ifname_ok(const char *name)
+{
+    size_t len = strlen(name);
+
+    if (len == 0 || len >= CONFIG_IFNAME_BYTES_MAX || strcmp(name, ".") == 0 ||
+        strcmp(name, "..") == 0)
+        return false;
+    for (const char *p = name; *p; p++)
+        if (*p <= ' ' || *p > '~' || strchr("/:,%", *p))
+            return false;
+    return true;
+}
+
+/* parse_source_entry - one entry of [relay] source_addresses: an address without a port as
+ * parse_addr_entry takes it (1.2.3.4, 2001:db8::1, [2001:db8::1]), optionally followed by
+ * %INTERFACE. The '%' is looked for outside brackets only: "[fe80::1%eth0]" is refused
+ * rather than read two ways. A link-local IPv6 address needs its interface; an IPv4-mapped
+ * one (::ffff:a.b.c.d) is the IPv4 address, which is what an IPv4 destination gets. */
+static int parse_source_entry(const struct key_def *def, const char *s,
+                              struct config_source *out)
+{
+    char addr[TOKEN_BYTES_MAX];
+    const char *close = s[0] == '[' ? strchr(s, ']') : NULL;
+    const char *pct = strchr(close ? close : s, '%');
+    size_t len = pct ? (size_t)(pct - s) : strlen(s);
+    struct config_source src;
+
+    memset(&src, 0, sizeof(src));
+    if (len >= sizeof(addr) || (s[0] == '[' && (!close || memchr(s, '%', (size_t)(close - s)))))
+        return -1;
+    memcpy(addr, s, len);
+    addr[len] = '\0';
+    if (parse_addr_entry(def, addr, &src.addr))
+        return -1;
+    if (pct) {
+        if (!ifname_ok(pct + 1))
+            return -1;
+        memcpy(src.ifname, pct + 1, strlen(pct + 1) + 1);
+    }
+    if (src.addr.sa.ss_family == AF_INET6) {
+        struct sockaddr_in6 in6;
+        memcpy(&in6, &src.addr.sa, sizeof(in6));
+        if (IN6_IS_ADDR_LINKLOCAL(&in6.sin6_addr) && !src.ifname[0])
+            return -1;
+        if (IN6_IS_ADDR_V4MAPPED(&in6.sin6_addr)) {
+            /* an IPv4 source, as config_parse_net stores a mapped network */
+            struct sockaddr_in in4 = { .sin_family = AF_INET };
+            memcpy(&in4.sin_addr, &in6.sin6_addr.s6_addr[12], 4);
+            memset(&src.addr, 0, sizeof(src.addr));
+            memcpy(&src.addr.sa, &in4, sizeof(in4));
+            src.addr.len = sizeof(in4);
+        }
+    }
+    *out = src;
+    return 0;
+}
+
+/* list_expected - what one entry of a list key looks like, for messages. */
+static const char *list_expected(const struct key_def *def)
+{
+    if (def->type == T_SOURCES)
+        return "an address without a port, optionally with %INTERFACE (1.2.3.4, 2001:db8::1, "
+               "1.2.3.4%eth1 or [2001:db8::1]%eth1; fe80:: addresses need the interface)";
+    if (def->type == T_ADDRS)
+        return addr_expected(def->port);
+    return "a network (1.2.3.0/24, 2001:db8::/32 or an address)";
+}
+
+/* set_list - T_ADDRS, T_SOURCES, T_NETS: entries separated by commas and/or blanks; the
+ * whole list replaces the old one, or nothing changes. */
 static int set_list(struct parse_state *st, const struct key_def *def, void *base,
                     const char *value, struct config_origin o)
 {
     union {
         struct config_addr addrs[CONFIG_ADDRS_MAX];
+        struct config_source sources[CONFIG_ADDRS_MAX];
         struct config_net nets[CONFIG_NETS_MAX];
     } tmp;
-    bool addrs = def->type == T_ADDRS;
-    size_t elem = addrs ? sizeof(struct config_addr) : sizeof(struct config_net);
+    bool addrs = def->type == T_ADDRS, sources = def->type == T_SOURCES;
+    size_t elem = addrs ? sizeof(struct config_addr)
+                        : sources ? sizeof(struct config_source) : sizeof(struct config_net);
     size_t cap = def->size / elem, max = def->max ? def->max : cap;
     char token[TOKEN_BYTES_MAX];
     const char *p = value;
@@ -597,20 +673,19 @@ static int set_list(struct parse_state *st, const struct key_def *def, void *bas
             return problem(st, o, "%s: too many entries (max %zu)", def->name, max);
         if (len >= sizeof(token))
             return problem(st, o, "%s: '%.*s' is too long to be %s", def->name, (int)len, p,
-                           addrs ? addr_expected(def->port) : "a network");
+                           list_expected(def));
         memcpy(token, p, len);
         token[len] = '\0';
         p += len;
         if (addrs ? parse_addr_entry(def, token, &tmp.addrs[n])
-                  : config_parse_net(token, &tmp.nets[n]))
-            return problem(st, o, "%s: '%s' is not %s", def->name, token,
-                           addrs ? addr_expected(def->port)
-                                 : "a network (1.2.3.0/24, 2001:db8::/32 or an address)");
+                  : sources ? parse_source_entry(def, token, &tmp.sources[n])
+                            : config_parse_net(token, &tmp.nets[n]))
+            return problem(st, o, "%s: '%s' is not %s", def->name, token, list_expected(def));
         n++;
     }
     if (n < def->min)
         return problem(st, o, "%s: needs at least %llu %s", def->name,
-                       (unsigned long long)def->min, addrs ? "address" : "network");
+                       (unsigned long long)def->min, def->type == T_NETS ? "network" : "address");
     memcpy(field_of(base, def), &tmp, cap * elem);
     memcpy((char *)base + def->count_offset, &n, sizeof(n));
     return 0;
@@ -656,6 +731,7 @@ static int set_key(struct parse_state *st, const struct key_def *def, void *base
         return 0;
     }
     case T_ADDRS:
+    case T_SOURCES:
     case T_NETS:
         return set_list(st, def, base, value, o);
     case T_DATE: {

@@ -32,6 +32,7 @@ struct policy_maps;
 #define CONFIG_KEYS_MAX          64   /* rows of config.c's key table (static_assert there) */
 #define CONFIG_LISTENER_KEYS_MAX 4    /* rows of config.c's listener key table */
 #define CONFIG_TEXT_BYTES_MAX    200  /* a text that goes into SMTP replies ([policy] relay_help) */
+#define CONFIG_IFNAME_BYTES_MAX  16   /* an interface name and its NUL (the kernel's IFNAMSIZ) */
 
 enum tls_mode  { TLS_NONE, TLS_STARTTLS, TLS_IMPLICIT };
 enum auth_mode { AUTH_NONE, AUTH_OPTIONAL, AUTH_REQUIRED };
@@ -44,6 +45,16 @@ enum line_endings { LINE_ENDINGS_REJECT, LINE_ENDINGS_NORMALIZE };
 struct config_addr {
     struct sockaddr_storage sa;   /* AF_INET or AF_INET6, port in network order */
     socklen_t len;                /* bytes of sa in use */
+};
+
+/* An egress source address ([relay] source_addresses): "ADDRESS" or "ADDRESS%INTERFACE"
+ * (192.0.2.10%eth1, 2001:db8::10%eth1, [2001:db8::10]%eth1). The interface is the
+ * RFC 4007 zone written after the address (after the bracket when bracketed); for every
+ * address it means "leave through this device" (SO_BINDTODEVICE), and for a link-local
+ * IPv6 address, which needs it, it is also the scope. */
+struct config_source {
+    struct config_addr addr;      /* AF_INET or AF_INET6, port 0 */
+    char ifname[CONFIG_IFNAME_BYTES_MAX]; /* "" = any device; -t and reloads check it exists */
 };
 
 /* One CIDR network: address bytes in network order, IPv4 stored as AF_INET. */
@@ -130,7 +141,7 @@ struct rr_config {
     char smarthost[CONFIG_HOSTNAME_BYTES_MAX + 8]; /* "host:port" or "[ip]:port"; "" = MX */
     struct config_addr dns_servers[CONFIG_ADDRS_MAX]; /* port defaults to 53 */
     unsigned dns_server_count;
-    struct config_addr source_addresses[CONFIG_ADDRS_MAX]; /* port 0 */
+    struct config_source source_addresses[CONFIG_ADDRS_MAX]; /* used in turn per family */
     unsigned source_address_count;
     enum relay_tls relay_tls;     /* default may */
     char relay_tls_ca_file[CONFIG_PATH_BYTES_MAX]; /* "tls_ca_file": CAs for tls = verify */
@@ -201,7 +212,8 @@ const char *config_where(const struct rr_config *cfg, const char *section, const
 
 /*
  * config_check_files - the -t checks beyond syntax: every file the configuration names exists
- * and is readable, the spool directory exists or can be created and is writable.
+ * and is readable, the spool directory exists or can be created and is writable, every
+ * interface named by [relay] source_addresses exists.
  * Reports "FILE:LINE: message" per problem (LINE of the key that named it, 0 for defaults);
  * returns the number of problems.
  */

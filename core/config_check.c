@@ -3,7 +3,8 @@
  *
  * FUNCTIONS
  *   config_check_files    every file named exists and is readable, the spool directory
- *                         exists or can be created
+ *                         exists or can be created, every interface named by [relay]
+ *                         source_addresses (ADDRESS%INTERFACE) exists
  *
  * DESIGN
  *   Built on core/config.h alone: paths are read from struct rr_config, and every problem is
@@ -24,6 +25,7 @@
 #include <assert.h>
 #include <errno.h>
 #include <limits.h>
+#include <net/if.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
@@ -153,6 +155,28 @@ static int check_spool(const struct rr_config *cfg, FILE *errs)
     return 0;
 }
 
+/* check_interfaces - every interface a source address names exists now (if_nametoindex).
+ * Only here, at -t and at a reload: a device created after the start (a VLAN, a tunnel) is
+ * not a reason to refuse to start, and until it exists a connection from that source fails
+ * with its reason. Whether the address is on that interface is not asked: an address on a
+ * loopback or dummy device, sent out through a NIC, is a usual set-up. */
+static int check_interfaces(const struct rr_config *cfg, FILE *errs)
+{
+    int problems = 0;
+
+    for (unsigned i = 0; i < cfg->source_address_count; i++) {
+        const char *name = cfg->source_addresses[i].ifname;
+        bool seen = false;
+
+        for (unsigned j = 0; j < i && !seen; j++)
+            seen = strcmp(cfg->source_addresses[j].ifname, name) == 0;
+        if (*name && !seen && if_nametoindex(name) == 0)
+            problems += report(errs, cfg, "relay", "source_addresses", "unknown interface %s: %s",
+                               name, strerror(errno));
+    }
+    return problems;
+}
+
 /* config_check_files - the -t checks (see core/config.h). */
 int config_check_files(const struct rr_config *cfg, FILE *errs)
 {
@@ -169,5 +193,6 @@ int config_check_files(const struct rr_config *cfg, FILE *errs)
         problems += report(errs, cfg, "relay", "tls_ca_file", "cannot read %s: %s",
                            cfg->relay_tls_ca_file, why);
     problems += check_spool(cfg, errs);
+    problems += check_interfaces(cfg, errs);
     return problems;
 }

@@ -335,6 +335,7 @@ void iplimit_stats(struct iplimit *il, struct iplimit_stats *out)
         out->refused[IPL_LIMIT_RATE] = ks.n[CONNLIMIT_REFUSED_RATE];
         out->tracked_ips = ks.tracked_ips;
         out->untracked = ks.n[CONNLIMIT_UNTRACKED];
+        out->steered = ks.n[CONNLIMIT_STEERED];
         return;
     }
     for (unsigned i = 0; i < IPLIMIT_LOCKS; i++) {

@@ -66,6 +66,7 @@ struct iplimit_stats {
     uint64_t tracked_ips;         /* addresses with open connections now */
     uint64_t untracked;           /* connections admitted uncounted: no room for their
                                      address */
+    uint64_t steered;             /* kernel: SYNs handed to the receiving CPU's worker */
 };
 
 struct iplimit;

@@ -160,6 +160,9 @@ static void ip_limits(struct out *o)
     single(o, "ringrelay_ip_limits_untracked_total", "counter",
            "Connections admitted without per-IP accounting (no room for their address).",
            st.untracked);
+    single(o, "ringrelay_bpf_steered_total", "counter",
+           "Connections the kernel program handed to the worker of the receiving CPU.",
+           st.steered);
 }
 
 /* metrics_render - the whole exposition. */

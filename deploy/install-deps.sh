@@ -10,7 +10,7 @@ set -eu
 BUILD="make gcc pkg-config liburing-dev libwolfssl-dev libjemalloc-dev libbpf-dev
        libinih-dev libc-ares-dev libcrypt-dev libidn2-dev linux-libc-dev clang llvm
        libclang-rt-14-dev bpftool"
-RUN="openssl ca-certificates iproute2"
+RUN="openssl ca-certificates iproute2 ethtool"
 TEST="python3 python3-pytest swaks libnet-ssleay-perl postfix dovecot-core dnsmasq-base curl procps psmisc
       util-linux"
 

@@ -1,7 +1,22 @@
 /*
  * listener.c - create listening sockets: SO_REUSEADDR, SO_REUSEPORT (one socket per worker
  * per address, the kernel spreads connections), IPV6_V6ONLY for IPv6 addresses so that
- * "0.0.0.0:25" and "[::]:25" can both be listed.
+ * "0.0.0.0:25" and "[::]:25" can both be listed, and SO_INCOMING_CPU, which steers.
+ *
+ * Steering. Each worker's socket carries the CPU its worker is pinned to (SO_INCOMING_CPU).
+ * For a SYN the kernel picks one socket of the address's reuseport group. Since Linux 6.2
+ * (b261eda84ec1 "soreuseport: Fix socket selection for SO_INCOMING_CPU"; backported to the
+ * stable 6.1.2 and 6.0.16) reuseport_select_sock_by_hash() starts at the socket the flow hash
+ * names and takes the first one whose CPU is the CPU processing the SYN, or the hash's socket
+ * when there is none. From 4.6 (the O(1) reuseport lookup) up to that fix the option is
+ * accepted and ignored for reuseport listeners: connections are spread by the flow hash,
+ * which is correct, only not local. Debian 12's kernels carry the fix (6.1.27 at the release;
+ * their "uname -r" says 6.1.0-N, the ABI, and "uname -v" the version); 6.1.0 and 6.1.1 do
+ * not. A reuseport BPF program (bpf/connlimit.bpf.c) decides first; when it selects no socket
+ * the kernel falls back to the same walk, so SO_INCOMING_CPU still steers what it leaves.
+ * The CPU processing a SYN is the one the NIC queue's interrupt runs on (RSS and IRQ affinity)
+ * or the one RPS chose; over loopback and veth it is the sending process's CPU.
+ * deploy/README.md pairs this with the NIC set-up (deploy/tune-nics.sh).
  */
 #include <arpa/inet.h>
 #include <errno.h>

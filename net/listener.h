@@ -1,5 +1,6 @@
 /*
- * listener.h - listening sockets for the workers and the metrics endpoint.
+ * listener.h - listening sockets for the workers and the metrics endpoint (net/listener.c
+ * says how SO_INCOMING_CPU steers a connection to the worker of the CPU that received it).
  */
 #ifndef RR_LISTENER_H
 #define RR_LISTENER_H

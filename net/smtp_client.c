@@ -45,6 +45,10 @@
  * greeting and EHLO tries the next address (at most CLIENT_TARGET_TRIES); when they are
  * exhausted the destination as a whole failed (queue_dest_failed: it is backed off).
  *
+ * Source addresses: [relay] source_addresses of the target's family, taken in turn per
+ * worker (bind_source); an IPv6 target never gets an IPv4 source nor the reverse, and with
+ * none of its family the kernel chooses. "ADDRESS%INTERFACE" also binds to the device.
+ *
  * STANDARDS: RFC 5321 (3.3, 4.1, 4.2, 4.5.2 transparency, 4.5.3.2 timeouts), RFC 2920
  * PIPELINING, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3463 status codes,
  * RFC 3207 STARTTLS (4.2: what the server said before TLS is forgotten and EHLO is sent
@@ -1596,21 +1600,48 @@ static void format_remote(const struct qdest *d, unsigned i, char *buf, size_t c
         snprintf(buf, cap, "[%s]:%u", addr, port);
 }
 
-/* bind_source - bind fd to the next source address of family fam, if any are set. */
-static int bind_source(struct worker *w, int fd, int fam)
+/* bind_source - bind fd to the next source address ([relay] source_addresses, taken in
+ * turn) of the destination's family fam; an address of the other family is never used, and
+ * with none of this family the kernel chooses, as without the key. The port is left to
+ * connect() (IP_BIND_ADDRESS_NO_PORT): bound early, the address would need a port of its own
+ * per connection, and ephemeral ports would run out at about 28,000 connections per address
+ * instead of per destination. An entry with an interface binds the socket to that device
+ * first (SO_BINDTODEVICE: it leaves there whatever the routing table says, and a link-local
+ * address takes it as its scope). 0 or -errno, *src then names the entry for the message. */
+static int bind_source(struct worker *w, int fd, int fam, const struct config_source **src)
 {
     const struct rr_config *cfg = w->cfg;
+    int one = 1;
 
     for (unsigned n = 0; n < cfg->source_address_count; n++) {
-        const struct config_addr *a = &cfg->source_addresses[cl->src_next++ %
-                                                              cfg->source_address_count];
-        if (a->sa.ss_family != fam)
+        const struct config_source *s = &cfg->source_addresses[cl->src_next++ %
+                                                               cfg->source_address_count];
+        if (s->addr.sa.ss_family != fam)
             continue;
-        if (bind(fd, (const struct sockaddr *)&a->sa, a->len) < 0)
+        *src = s;
+        if ((s->ifname[0] && setsockopt(fd, SOL_SOCKET, SO_BINDTODEVICE, s->ifname,
+                                        (socklen_t)strlen(s->ifname)) < 0) ||
+            setsockopt(fd, IPPROTO_IP, IP_BIND_ADDRESS_NO_PORT, &one, sizeof(one)) < 0 ||
+            bind(fd, (const struct sockaddr *)&s->addr.sa, s->addr.len) < 0)
             return -errno;
         return 0;
     }
     return 0;
+}
+
+/* format_source - "192.0.2.10%eth1" / "[2001:db8::10]%eth1" of s, for messages. */
+static void format_source(const struct config_source *s, char *buf, size_t cap)
+{
+    char addr[INET6_ADDRSTRLEN] = "?";
+
+    if (s->addr.sa.ss_family == AF_INET6)
+        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)&s->addr.sa)->sin6_addr, addr,
+                  sizeof(addr));
+    else
+        inet_ntop(AF_INET, &((const struct sockaddr_in *)&s->addr.sa)->sin_addr, addr,
+                  sizeof(addr));
+    snprintf(buf, cap, "%s%s%s%s%s", s->addr.sa.ss_family == AF_INET6 ? "[" : "", addr,
+             s->addr.sa.ss_family == AF_INET6 ? "]" : "", s->ifname[0] ? "%" : "", s->ifname);
 }
 
 /* try_connect - a socket and a connect to the current target. */
@@ -1619,6 +1650,7 @@ static void try_connect(struct worker *w, struct oconn *c)
     const struct sockaddr_storage *ss = &c->d->targets[c->target];
     socklen_t len = ss->ss_family == AF_INET ? sizeof(struct sockaddr_in)
                                              : sizeof(struct sockaddr_in6);
+    const struct config_source *src = NULL;
     struct io_uring_sqe *sqe;
     int one = 1, err;
 
@@ -1632,9 +1664,11 @@ static void try_connect(struct worker *w, struct oconn *c)
         return;
     }
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    err = bind_source(w, c->fd, ss->ss_family);
+    err = bind_source(w, c->fd, ss->ss_family, &src);
     if (err < 0) {
-        conn_failf(w, c, "bind to a source address: %s", strerror(-err));
+        char text[INET6_ADDRSTRLEN + CONFIG_IFNAME_BYTES_MAX + 4];
+        format_source(src, text, sizeof(text));
+        conn_failf(w, c, "bind to source address %s: %s", text, strerror(-err));
         return;
     }
     c->connect_armed = true;

@@ -21,6 +21,10 @@ static const char *fline(unsigned line, const char *msg)
     return buf;
 }
 
+/* What a malformed [relay] source_addresses entry is told it should look like. */
+#define SOURCE_EXPECTED "an address without a port, optionally with %INTERFACE (1.2.3.4, " \
+    "2001:db8::1, 1.2.3.4%eth1 or [2001:db8::1]%eth1; fe80:: addresses need the interface)"
+
 /* ---------------------------------------------------------------------------------------- */
 
 static void test_defaults(void)
@@ -158,7 +162,7 @@ static const char full_file[] =
     "[relay]\n"
     "smarthost = mail.example.net\n"
     "dns_servers = 1.1.1.1, [2606:4700::1111]:5353\n"
-    "source_addresses = 192.0.2.1 2001:db8::25\n"
+    "source_addresses = 192.0.2.1 2001:db8::25%eth1\n"
     "tls = verify\n"
     "retry_min = 1m\n"
     "retry_max = 2h\n"
@@ -230,8 +234,10 @@ static void test_every_key(void)
           addr_is(&cfg.dns_servers[0], AF_INET, "1.1.1.1", 53) &&
           addr_is(&cfg.dns_servers[1], AF_INET6, "2606:4700::1111", 5353), "dns_servers");
     CHECK(cfg.source_address_count == 2 &&
-          addr_is(&cfg.source_addresses[0], AF_INET, "192.0.2.1", 0) &&
-          addr_is(&cfg.source_addresses[1], AF_INET6, "2001:db8::25", 0), "source_addresses");
+          addr_is(&cfg.source_addresses[0].addr, AF_INET, "192.0.2.1", 0) &&
+          cfg.source_addresses[0].ifname[0] == '\0' &&
+          addr_is(&cfg.source_addresses[1].addr, AF_INET6, "2001:db8::25", 0) &&
+          strcmp(cfg.source_addresses[1].ifname, "eth1") == 0, "source_addresses");
     CHECK(cfg.relay_tls == RELAY_TLS_VERIFY, "relay tls");
     CHECK(cfg.retry_min_s == 60 && cfg.retry_max_s == 7200, "retry");
     CHECK(cfg.queue_lifetime_s == 259200, "queue_lifetime");
@@ -324,8 +330,7 @@ static const struct error_case error_cases[] = {
       { "2: dns_servers: 'dns.google' is not ADDRESS[:PORT] (1.2.3.4, 1.2.3.4:53 or [::1]:53, "
         "numeric)" } },
     { "[relay]\nsource_addresses = 192.0.2.1:25\n", 1,
-      { "2: source_addresses: '192.0.2.1:25' is not an address without a port (1.2.3.4 or "
-        "2001:db8::1)" } },
+      { "2: source_addresses: '192.0.2.1:25' is not " SOURCE_EXPECTED } },
     { "[relay]\nsource_addresses = 1.0.0.1 1.0.0.2 1.0.0.3 1.0.0.4 1.0.0.5 1.0.0.6 1.0.0.7 "
       "1.0.0.8 1.0.0.9 1.0.0.10 1.0.0.11 1.0.0.12 1.0.0.13 1.0.0.14 1.0.0.15 1.0.0.16 1.0.0.17\n",
       1, { "2: source_addresses: too many entries (max 16)" } },
@@ -652,6 +657,72 @@ static void test_overrides(void)
     config_free(&cfg);
 }
 
+/* test_source_addresses - [relay] source_addresses entries, "ADDRESS[%INTERFACE]": the
+ * interface after the address (after the bracket when bracketed), the RFC 4007 zone form
+ * taken for every address; link-local needs one; nothing else of the entry is an interface. */
+static void test_source_addresses(void)
+{
+    static const struct {
+        const char *in;           /* the entry */
+        int fam;                  /* 0: refused */
+        const char *addr;         /* address text as inet_ntop writes it */
+        const char *ifname;       /* "" = none */
+    } cases[] = {
+        { "192.0.2.10", AF_INET, "192.0.2.10", "" },
+        { "192.0.2.10%eth1", AF_INET, "192.0.2.10", "eth1" },
+        { "2001:db8::10", AF_INET6, "2001:db8::10", "" },
+        { "[2001:db8::10]", AF_INET6, "2001:db8::10", "" },
+        { "2001:db8::10%eth1", AF_INET6, "2001:db8::10", "eth1" },
+        { "[2001:db8::10]%eth1", AF_INET6, "2001:db8::10", "eth1" },
+        { "fe80::1%eth0", AF_INET6, "fe80::1", "eth0" },
+        { "[fe80::1]%br-lan.100", AF_INET6, "fe80::1", "br-lan.100" },
+        { "10.0.0.1%ifname_15_bytes", AF_INET, "10.0.0.1", "ifname_15_bytes" },
+        { "::ffff:192.0.2.1%v", AF_INET, "192.0.2.1", "v" },  /* mapped: an IPv4 source */
+        { "10.0.0.1%ifname_16_bytes_", 0, NULL, NULL },     /* longer than IFNAMSIZ - 1 */
+        { "fe80::1", 0, NULL, NULL },                       /* link-local without its scope */
+        { "[fe80::1]", 0, NULL, NULL },
+        { "[fe80::1%eth0]", 0, NULL, NULL },                /* the zone goes after the bracket */
+        { "[2001:db8::10%eth1]", 0, NULL, NULL },
+        { "192.0.2.10%", 0, NULL, NULL },                   /* empty interface */
+        { "%eth1", 0, NULL, NULL },
+        { "192.0.2.10%eth1%eth2", 0, NULL, NULL },
+        { "192.0.2.10%eth/1", 0, NULL, NULL },              /* not a device name */
+        { "192.0.2.10%eth:1", 0, NULL, NULL },
+        { "192.0.2.10%.", 0, NULL, NULL },
+        { "192.0.2.10%..", 0, NULL, NULL },
+        { "192.0.2.10:25%eth1", 0, NULL, NULL },            /* a port, as before */
+        { "[2001:db8::10]:25%eth1", 0, NULL, NULL },
+        { "[2001:db8::10]eth1", 0, NULL, NULL },
+        { "host.example%eth1", 0, NULL, NULL },
+    };
+    char text[256], want[512];
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        struct rr_config cfg;
+        char *errs = NULL;
+        int problems;
+
+        snprintf(text, sizeof(text), "[relay]\nsource_addresses = 203.0.113.1, %s\n",
+                 cases[i].in);
+        problems = load_text(&cfg, text, NULL, 0, &errs);
+        if (cases[i].fam) {
+            const struct config_source *s = &cfg.source_addresses[1];
+            CHECK(problems == 0 && cfg.source_address_count == 2 &&
+                  addr_is(&s->addr, cases[i].fam, cases[i].addr, 0) &&
+                  strcmp(s->ifname, cases[i].ifname) == 0 &&
+                  cfg.source_addresses[0].ifname[0] == '\0',
+                  "'%s': %d problems, ifname '%s':\n%s", cases[i].in, problems, s->ifname, errs);
+        } else {
+            snprintf(want, sizeof(want), "%s:2: source_addresses: '%s' is not %s", conf_path,
+                     cases[i].in, SOURCE_EXPECTED);
+            CHECK(problems == 1 && has_line(errs, want) && cfg.source_address_count == 0,
+                  "'%s' accepted or wrong message:\n%s", cases[i].in, errs);
+        }
+        free(errs);
+        config_free(&cfg);
+    }
+}
+
 /* ---------------------------------------------------------------------------------------- */
 
 int main(void)
@@ -664,6 +735,7 @@ int main(void)
     test_errors();
     test_file_edges();
     test_overrides();
+    test_source_addresses();
 
     config_test_cleanup();
     return check_done("test_config");

@@ -178,12 +178,47 @@ static void test_check_files(void)
     CHECK(chdir(cwd) == 0, "chdir back");
 }
 
+/* test_check_interfaces - an interface named by a source address must exist (lo always
+ * does; the other name is longer than any this machine gives itself); each reported once. */
+static void test_check_interfaces(void)
+{
+    struct rr_config cfg;
+    char *errs = NULL, line[2048];
+    size_t size;
+    int problems;
+
+    problems = load_text(&cfg, "[relay]\nsource_addresses = 127.0.0.1%lo, [::1]%lo\n",
+                         NULL, 0, &errs);
+    CHECK(problems == 0, "load: %s", errs);
+    free(errs);
+    FILE *e = open_memstream(&errs, &size);
+    problems = config_check_files(&cfg, e);
+    fclose(e);
+    CHECK(problems == 0, "lo exists: %d\n%s", problems, errs);
+    free(errs);
+    config_free(&cfg);
+
+    problems = load_text(&cfg, "[relay]\n\nsource_addresses = 192.0.2.1%rr-no-such0, "
+                         "2001:db8::1%rr-no-such0 127.0.0.1%lo\n", NULL, 0, &errs);
+    CHECK(problems == 0, "load: %s", errs);
+    free(errs);
+    e = open_memstream(&errs, &size);
+    problems = config_check_files(&cfg, e);
+    fclose(e);
+    snprintf(line, sizeof(line), "%s:3: source_addresses: unknown interface rr-no-such0: "
+             "No such device", conf_path);
+    CHECK(problems == 1 && has_line(errs, line), "unknown interface: %d\n%s", problems, errs);
+    free(errs);
+    config_free(&cfg);
+}
+
 int main(void)
 {
     if (!config_test_setup())
         return 2;
 
     test_check_files();
+    test_check_interfaces();
 
     config_test_cleanup();
     return check_done("test_config_check");
