@@ -25,22 +25,22 @@
  *                     FIN_WAIT1, LAST_ACK or CLOSE (we closed, or a reset) counts it closed.
  *                     Open and close are therefore both counted once, exactly.
  *
- * Accounting per source address (IPv4 as ::ffff:a.b.c.d):
- *   open[ip].current    established and not closed. The entry is created at the first open
- *                       connection and deleted when the last one closes, so the table holds
- *                       only live addresses (a spoofed SYN flood cannot fill it).
- *   recent[ip]          LRU: the rate state (GCRA: one theoretical arrival time, burst = the
- *                       per-second limit), the handshakes admitted but not yet established
- *                       (pending, so a burst of SYNs cannot pass the open-connections limit
- *                       before the first of them is established; a place is held at most
- *                       CONNLIMIT_PENDING_NS), and the totals shown as top talkers.
- * Admission: current + pending >= connections_max refuses; then the rate; only an admitted
- * SYN takes a rate token. Exempt networks are counted but never refused.
- *
- * Races, stated: two CPUs may open and close for one address at the same instant; the close
- * that takes current to 0 deletes the entry, and an open that incremented the same entry in
- * between is lost (that address is undercounted by one until that connection closes, and
- * its close then finds no entry and does nothing). Counts never go below zero and never leak.
+ * Accounting per source address (IPv4 as ::ffff:a.b.c.d), done when a connection is
+ * established, never at the SYN, so a forged source address costs its owner nothing:
+ *   open_ips[ip]   connections established and not closed. The entry is made at the first
+ *                  and removed when the last one closes, so the table holds live addresses
+ *                  only. Its spin lock and its own key make that removal safe: a program
+ *                  holding the entry from an earlier lookup sees it dead, or reused for
+ *                  another address, and starts over.
+ *   recent[ip]     LRU: the rate state (GCRA, one theoretical arrival time: a burst of the
+ *                  per-second limit, then that rate), connections in the last second, and
+ *                  the totals shown as top talkers.
+ * Admission only reads: a SYN from an address with connections_max open, or whose rate
+ * allows no connection now, is refused; nothing else changes. So handshakes in flight at
+ * once (a burst, or a client that holds back its ACKs) can pass the SYN check together; the
+ * engine counts the accepted connections again (core/iplimit.c) and answers those over
+ * connections_max with 421, which keeps the limit exact. Exempt networks are counted but
+ * never refused.
  *
  * SECURITY: every byte read from a packet goes through bpf_skb_load_bytes_relative with a
  * fixed length; every loop is bounded by a constant; tables have fixed sizes and a full open
@@ -58,6 +58,7 @@
 #define TCP_FLAG_SYN  0x02
 #define TCP_FLAG_ACK  0x10
 #define NS_PER_S      1000000000ULL
+#define AF_INET_      2
 
 char LICENSE[] SEC("license") = "Dual BSD/GPL";
 
@@ -118,11 +119,22 @@ static __always_inline void count(enum connlimit_counter c)
         __sync_fetch_and_add(&counters[cpu].n[c], 1);
 }
 
+/* is_mapped - an IPv4 address in its ::ffff:a.b.c.d form. */
+static __always_inline bool is_mapped(const struct connlimit_ip *ip)
+{
+    __u64 a0;
+    __u32 a2;
+
+    __builtin_memcpy(&a0, ip->addr, 8);
+    __builtin_memcpy(&a2, ip->addr + 8, 4);
+    return a0 == 0 && a2 == bpf_htonl(0x0000ffff);
+}
+
 /* is_exempt - whether ip is inside one of the exempt networks in force. */
 static __always_inline bool is_exempt(const struct connlimit_ip *ip)
 {
     __u32 list = exempt_active & 1, n = exempt_count[list];
-    __u64 a0, a1;
+    __u64 a0, a1, v4 = is_mapped(ip);
 
     __builtin_memcpy(&a0, ip->addr, 8);
     __builtin_memcpy(&a1, ip->addr + 8, 8);
@@ -130,7 +142,8 @@ static __always_inline bool is_exempt(const struct connlimit_ip *ip)
         const struct connlimit_net *net = &exempt[list][i];
         if (i >= n)
             break;
-        if ((a0 & net->mask[0]) == net->addr[0] && (a1 & net->mask[1]) == net->addr[1])
+        if (net->v4 == v4 && (a0 & net->mask[0]) == net->addr[0] &&
+            (a1 & net->mask[1]) == net->addr[1])
             return true;
     }
     return false;
@@ -162,19 +175,40 @@ static __always_inline bool is_syn(struct sk_reuseport_md *ctx)
     return (data[13] & (TCP_FLAG_SYN | TCP_FLAG_ACK)) == TCP_FLAG_SYN;
 }
 
-/* rate_take - one connection against the address's rate (GCRA); false: over the limit. */
-static __always_inline bool rate_take(struct connlimit_recent *r, __u32 per_s, __u64 now)
+/* rate_allows - whether the address's rate (GCRA) allows a connection at now. Reads only. */
+static __always_inline bool rate_allows(const struct connlimit_recent *r, __u32 per_s,
+                                        __u64 now)
 {
-    __u64 interval = NS_PER_S / per_s, tolerance = interval * (per_s - 1);
+    __u64 interval = NS_PER_S / per_s, tolerance = interval * (per_s - 1), tat = r->tat_ns;
 
-    for (int tries = 0; tries < 4; tries++) {
+    return tat <= now || tat - now <= tolerance;
+}
+
+/* rate_take - one established connection moves the address's arrival time on, whether or
+ * not the rate allowed it (it exists already). Lock-free: a lost race retries. */
+static __always_inline void rate_take(struct connlimit_recent *r, __u32 per_s, __u64 now)
+{
+    __u64 interval = NS_PER_S / (per_s ? per_s : 1);
+
+    for (int tries = 0; tries < CONNLIMIT_RETRIES_MAX; tries++) {
         __u64 tat = r->tat_ns, base = tat > now ? tat : now;
-        if (base - now > tolerance)
-            return false;
         if (__sync_val_compare_and_swap(&r->tat_ns, tat, base + interval) == tat)
-            return true;
+            return;
     }
-    return true;  /* lost four races in a row to the same address: let this one through */
+}
+
+/* per_second_count - the address's window of connections per second (approximate under
+ * races: a statistic, not a limit). */
+static __always_inline void per_second_count(struct connlimit_recent *r, __u64 now)
+{
+    __u64 start = r->second_start_ns;
+
+    if (now - start >= NS_PER_S) {
+        r->last_second = now - start < 2 * NS_PER_S ? r->this_second : 0;
+        r->this_second = 0;
+        r->second_start_ns = now;
+    }
+    __sync_fetch_and_add(&r->this_second, 1);
 }
 
 /* steer_to_cpu - hand the SYN to the worker of the receiving CPU, if one is pinned there.
@@ -196,7 +230,7 @@ static __always_inline void steer_to_cpu(struct sk_reuseport_md *ctx)
     __builtin_memset(&gk, 0, sizeof(gk));
     gk.family = sk->family;
     gk.port = sk->src_port;
-    if (gk.family == 2 /* AF_INET */) {
+    if (gk.family == AF_INET_) {
         __u32 a = sk->src_ip4;
         __builtin_memcpy(gk.addr, &a, 4);
     } else {
@@ -215,69 +249,106 @@ static __always_inline void steer_to_cpu(struct sk_reuseport_md *ctx)
 SEC("sk_reuseport")
 int connlimit_admit(struct sk_reuseport_md *ctx)
 {
-    struct connlimit_recent *r, fresh = { 0 };
+    __u32 conn_max = limits.connections_max, rate_max = limits.connects_per_s_max;
+    struct connlimit_recent *r;
     struct connlimit_open *o;
     struct connlimit_ip ip;
-    __u32 conn_max, rate_max, current = 0;
-    __u64 now;
-    int pending;
 
-    if (!is_syn(ctx) || source_of(ctx, &ip) < 0) {
-        steer_to_cpu(ctx);
-        return SK_PASS;
-    }
-    now = bpf_ktime_get_ns();
+    if (!is_syn(ctx))
+        goto pass;  /* the ACK of a SYN cookie: judged at its SYN */
+    if ((!conn_max && !rate_max) || source_of(ctx, &ip) < 0 || is_exempt(&ip))
+        goto admit;
+    o = bpf_map_lookup_elem(&open_ips, &ip);
     r = bpf_map_lookup_elem(&recent, &ip);
-    if (!r) {
-        bpf_map_update_elem(&recent, &ip, &fresh, BPF_NOEXIST);
-        r = bpf_map_lookup_elem(&recent, &ip);
-        if (!r) {  /* cannot happen with an LRU map short of memory: admit, uncounted */
-            steer_to_cpu(ctx);
-            return SK_PASS;
-        }
-    }
-    conn_max = limits.connections_max;
-    rate_max = limits.connects_per_s_max;
-    if (!is_exempt(&ip)) {
-        o = bpf_map_lookup_elem(&open_ips, &ip);
-        if (o)
-            current = o->current;
-        pending = r->pending;
-        if (pending > 0 && now - r->pending_since_ns > CONNLIMIT_PENDING_NS) {
-            r->pending = 0;  /* handshakes that never completed give their places back */
-            pending = 0;
-        }
-        if (conn_max && current + (pending > 0 ? (__u32)pending : 0) >= conn_max) {
+    if (conn_max && o && o->current >= conn_max) {
+        if (r)
             __sync_fetch_and_add(&r->refused, 1);
-            count(CONNLIMIT_REFUSED_CONNECTIONS);
-            return SK_DROP;
-        }
-        if (rate_max && !rate_take(r, rate_max, now)) {
-            __sync_fetch_and_add(&r->refused, 1);
-            count(CONNLIMIT_REFUSED_RATE);
-            return SK_DROP;
-        }
+        count(CONNLIMIT_REFUSED_CONNECTIONS);
+        return SK_DROP;
     }
-    if (r->pending <= 0) {
-        r->pending = 0;
-        r->pending_since_ns = now;
+    if (rate_max && r && !rate_allows(r, rate_max, bpf_ktime_get_ns())) {
+        __sync_fetch_and_add(&r->refused, 1);
+        count(CONNLIMIT_REFUSED_RATE);
+        return SK_DROP;
     }
-    __sync_fetch_and_add(&r->pending, 1);
-    __sync_fetch_and_add(&r->admitted, 1);
+admit:
     count(CONNLIMIT_ADMITTED);
+pass:
     steer_to_cpu(ctx);
     return SK_PASS;
 }
 
-/* opened - a connection of ours is established: count it for its address. */
-static __always_inline void opened(struct bpf_sock_ops *skops, struct connlimit_mark *mark)
+/* same_ip - a == b, without a call (allowed under a spin lock). */
+static __always_inline bool same_ip(const struct connlimit_ip *a, const struct connlimit_ip *b)
+{
+    __u64 a0, a1, b0, b1;
+
+    __builtin_memcpy(&a0, a->addr, 8);
+    __builtin_memcpy(&a1, a->addr + 8, 8);
+    __builtin_memcpy(&b0, b->addr, 8);
+    __builtin_memcpy(&b1, b->addr + 8, 8);
+    return a0 == b0 && a1 == b1;
+}
+
+/* open_inc - count one more connection for ip; false when it could not be counted. */
+static __always_inline bool open_inc(const struct connlimit_ip *ip)
 {
     struct connlimit_open fresh = { .current = 1 }, *o;
-    struct connlimit_recent *r;
+
+    fresh.ip = *ip;
+    for (int tries = 0; tries < CONNLIMIT_RETRIES_MAX; tries++) {
+        bool done = false;
+        o = bpf_map_lookup_elem(&open_ips, ip);
+        if (o) {
+            bpf_spin_lock(&o->lock);
+            if (!o->dead && same_ip(&o->ip, ip)) {
+                o->current++;
+                done = true;
+            }
+            bpf_spin_unlock(&o->lock);
+            if (done)
+                return true;
+            continue;  /* closing as we came, or reused: look again */
+        }
+        if (bpf_map_update_elem(&open_ips, ip, &fresh, BPF_NOEXIST) == 0) {
+            count(CONNLIMIT_IPS_ADDED);
+            return true;
+        }
+        /* -EEXIST: another CPU made it first, or a dead one is on its way out; -E2BIG: full */
+    }
+    return false;
+}
+
+/* open_dec - one connection of ip closed; the entry goes with its last connection. */
+static __always_inline void open_dec(const struct connlimit_ip *ip)
+{
+    struct connlimit_open *o = bpf_map_lookup_elem(&open_ips, ip);
+    bool last = false;
+
+    if (!o)
+        return;
+    bpf_spin_lock(&o->lock);
+    if (!o->dead && same_ip(&o->ip, ip) && o->current) {
+        o->current--;
+        if (!o->current) {
+            o->dead = 1;
+            last = true;
+        }
+    }
+    bpf_spin_unlock(&o->lock);
+    if (last && bpf_map_delete_elem(&open_ips, ip) == 0)
+        count(CONNLIMIT_IPS_REMOVED);
+}
+
+/* opened - a connection of ours is established: count it and take its rate token. */
+static __always_inline void opened(struct bpf_sock_ops *skops, struct connlimit_mark *mark)
+{
+    struct connlimit_recent fresh = { 0 }, *r;
+    __u64 now = bpf_ktime_get_ns();
     struct connlimit_ip ip;
 
     __builtin_memset(&ip, 0, sizeof(ip));
-    if (skops->family == 2 /* AF_INET */) {
+    if (skops->family == AF_INET_) {
         __u32 a = skops->remote_ip4;
         ip.addr[10] = 0xff;
         ip.addr[11] = 0xff;
@@ -288,20 +359,18 @@ static __always_inline void opened(struct bpf_sock_ops *skops, struct connlimit_
         __builtin_memcpy(ip.addr, a, 16);
     }
     r = bpf_map_lookup_elem(&recent, &ip);
-    if (r)
-        __sync_fetch_and_sub(&r->pending, 1);
-    o = bpf_map_lookup_elem(&open_ips, &ip);
-    if (o) {
-        __sync_fetch_and_add(&o->current, 1);
-    } else if (bpf_map_update_elem(&open_ips, &ip, &fresh, BPF_NOEXIST) == 0) {
-        count(CONNLIMIT_IPS_ADDED);
-    } else {
-        o = bpf_map_lookup_elem(&open_ips, &ip);  /* another CPU inserted it first */
-        if (!o) {
-            count(CONNLIMIT_UNTRACKED);  /* table full */
-            return;
-        }
-        __sync_fetch_and_add(&o->current, 1);
+    if (!r) {
+        bpf_map_update_elem(&recent, &ip, &fresh, BPF_NOEXIST);
+        r = bpf_map_lookup_elem(&recent, &ip);
+    }
+    if (r) {
+        rate_take(r, limits.connects_per_s_max, now);
+        per_second_count(r, now);
+        __sync_fetch_and_add(&r->admitted, 1);
+    }
+    if (!open_inc(&ip)) {
+        count(CONNLIMIT_UNTRACKED);
+        return;
     }
     mark->ip = ip;
     mark->counted = 1;
@@ -312,15 +381,9 @@ static __always_inline void opened(struct bpf_sock_ops *skops, struct connlimit_
 /* closed - a counted connection leaves ESTABLISHED/CLOSE_WAIT for good. */
 static __always_inline void closed(struct connlimit_mark *mark)
 {
-    struct connlimit_open *o;
-
     mark->counted = 0;
     count(CONNLIMIT_CLOSED);
-    o = bpf_map_lookup_elem(&open_ips, &mark->ip);
-    if (!o)
-        return;
-    if (__sync_fetch_and_sub(&o->current, 1) == 1 && bpf_map_delete_elem(&open_ips, &mark->ip) == 0)
-        count(CONNLIMIT_IPS_REMOVED);
+    open_dec(&mark->ip);
 }
 
 SEC("sockops")

@@ -15,9 +15,9 @@
  * The limits, the exempt networks and the counters are the programs' global data, mapped
  * into our memory by libbpf: connlimit_set_limits and connlimit_read are plain stores and
  * loads, safe on any thread and needing no privilege after set-up. connlimit_top walks the
- * two address tables with bpf(2); on kernels before 6.5 an unprivileged process may not
- * call bpf(2) at all (kernel.unprivileged_bpf_disabled), so after the privilege drop the
- * listing may be refused there, which it reports.
+ * two address tables with bpf(2) on descriptors we hold, which an unprivileged process may
+ * do since Linux 5.19 (before, kernel.unprivileged_bpf_disabled refused every bpf(2) call;
+ * the listing then reports the error).
  *
  * SECURITY: loads programs into the kernel, so it runs before the privilege drop; the only
  * input is our own configuration.
@@ -31,6 +31,7 @@
 #include <arpa/inet.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
+#include <time.h>
 #include <unistd.h>
 
 #include <linux/types.h>
@@ -119,6 +120,7 @@ static int fail(char *why, size_t cap, int err, const char *what)
 
 /* connlimit_load - open, size and load the programs, attach the state program. */
 int connlimit_load(struct connlimit **out, const struct connlimit_limits *lim,
+                   const struct connlimit_net *exempt, unsigned exempt_count,
                    const uint32_t *cpu_worker, unsigned ncpu, char *why, size_t why_cap)
 {
     char cgpath[CGROUP_PATH_BYTES_MAX];
@@ -139,7 +141,9 @@ int connlimit_load(struct connlimit **out, const struct connlimit_limits *lim,
     }
     for (unsigned c = 0; c < CONNLIMIT_CPUS_MAX; c++)
         cl->skel->data->cpu_worker[c] = c < ncpu ? cpu_worker[c] : CONNLIMIT_NO_WORKER;
+    /* In force from the first SYN: the global data is loaded with these values. */
     cl->skel->bss->limits = *lim;
+    connlimit_set_exempt(cl, exempt, exempt_count);
     err = connlimit_bpf__load(cl->skel);
     if (err) {
         err = -err;
@@ -171,14 +175,14 @@ int connlimit_add_listener(struct connlimit *cl, int fd, unsigned group, unsigne
 {
     struct connlimit_mark mark = { .group = group, .worker = worker };
     int prog = bpf_program__fd(cl->skel->progs.connlimit_admit);
-    __u32 key = group * CONNLIMIT_WORKERS_MAX + worker;
+    __u32 key = group * CONNLIMIT_WORKERS_MAX + (worker % CONNLIMIT_WORKERS_MAX);
     __u64 value = (__u64)fd;
 
     struct connlimit_group_key gk = { 0 };
     struct sockaddr_storage ss;
     socklen_t len = sizeof(ss);
 
-    if (group >= CONNLIMIT_GROUPS_MAX || worker >= CONNLIMIT_WORKERS_MAX)
+    if (group >= CONNLIMIT_GROUPS_MAX)
         return -E2BIG;
     if (getsockname(fd, (struct sockaddr *)&ss, &len) < 0)
         return -errno;
@@ -195,13 +199,26 @@ int connlimit_add_listener(struct connlimit *cl, int fd, unsigned group, unsigne
         return -EAFNOSUPPORT;
     }
     if (bpf_map_update_elem(bpf_map__fd(cl->skel->maps.groups), &gk, &group, BPF_ANY) < 0 ||
-        bpf_map_update_elem(bpf_map__fd(cl->skel->maps.marks), &fd, &mark, BPF_ANY) < 0 ||
+        bpf_map_update_elem(bpf_map__fd(cl->skel->maps.marks), &fd, &mark, BPF_ANY) < 0)
+        return -errno;
+    /* A worker beyond the steering table is left to the kernel's choice (SO_INCOMING_CPU). */
+    if (worker < CONNLIMIT_WORKERS_MAX &&
         bpf_map_update_elem(bpf_map__fd(cl->skel->maps.steer), &key, &value, BPF_ANY) < 0)
         return -errno;
     /* Attaches to the whole group; every socket of it says the same, which is harmless. */
     if (setsockopt(fd, SOL_SOCKET, SO_ATTACH_REUSEPORT_EBPF, &prog, sizeof(prog)) < 0)
         return -errno;
     return 0;
+}
+
+/* connlimit_remove_listener - the group's program off (a no-op where there is none). */
+void connlimit_remove_listener(int fd)
+{
+    int zero = 0;
+
+    if (setsockopt(fd, SOL_SOCKET, SO_DETACH_REUSEPORT_BPF, &zero, sizeof(zero)) < 0 &&
+        errno != ENOENT)
+        log_event(LOG_WARN, "event=bpf_detach_failed error=%s", log_q(strerror(errno)));
 }
 
 /* connlimit_set_limits - single aligned 32-bit stores, read by the next SYN. */
@@ -234,6 +251,7 @@ void connlimit_net_make(struct connlimit_net *n, int family, const uint8_t *addr
     }
     memcpy(n->addr, a, 16);
     memcpy(n->mask, m, 16);
+    n->v4 = family == AF_INET;
 }
 
 /* connlimit_set_exempt - fill the list not in force, then switch to it. A SYN that read
@@ -245,9 +263,13 @@ void connlimit_set_exempt(struct connlimit *cl, const struct connlimit_net *nets
     struct connlimit_bpf__bss *bss = cl->skel->bss;
     unsigned next = (__atomic_load_n(&bss->exempt_active, __ATOMIC_ACQUIRE) + 1) & 1;
 
+    if (!nets)
+        count = 0;
+
     if (count > CONNLIMIT_EXEMPT_MAX)
         count = CONNLIMIT_EXEMPT_MAX;
-    memcpy(bss->exempt[next], nets, count * sizeof(*nets));
+    if (count)
+        memcpy(bss->exempt[next], nets, count * sizeof(*nets));
     __atomic_store_n(&bss->exempt_count[next], count, __ATOMIC_RELEASE);
     __atomic_store_n(&bss->exempt_active, next, __ATOMIC_RELEASE);
 }
@@ -279,6 +301,14 @@ static int talker_order(const void *pa, const void *pb)
     return memcmp(a->ip.addr, b->ip.addr, 16);
 }
 
+/* talker_by_ip - qsort: address order. */
+static int talker_by_ip(const void *pa, const void *pb)
+{
+    const struct connlimit_talker *a = pa, *b = pb;
+
+    return memcmp(a->ip.addr, b->ip.addr, 16);
+}
+
 /* connlimit_top - every recent address with its totals, open counts joined from open_ips;
  * addresses only in open_ips (their recent entry evicted) are listed too. */
 int connlimit_top(struct connlimit *cl, struct connlimit_talker *out, unsigned max)
@@ -290,9 +320,13 @@ int connlimit_top(struct connlimit *cl, struct connlimit_talker *out, unsigned m
     struct connlimit_ip key, next;
     void *prev = NULL;
     int err = 0, rc;
+    struct timespec ts;
+    uint64_t now_ns;
 
     if (!all)
         return -ENOMEM;
+    clock_gettime(CLOCK_MONOTONIC, &ts);  /* bpf_ktime_get_ns's clock */
+    now_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     /* Bounded by the table size even if entries are evicted and the walk restarts. */
     while (n < CONNLIMIT_RECENT_MAX && (rc = bpf_map_get_next_key(recent_fd, prev, &next)) == 0) {
         struct connlimit_recent r;
@@ -304,6 +338,8 @@ int connlimit_top(struct connlimit *cl, struct connlimit_talker *out, unsigned m
         all[n].ip = key;
         all[n].admitted = r.admitted;
         all[n].refused = r.refused;
+        all[n].per_s = connlimit_per_second(r.second_start_ns, r.this_second,
+                                            r.last_second, now_ns);
         all[n].current = bpf_map_lookup_elem(open_fd, &key, &o) == 0 ? o.current : 0;
         n++;
     }
@@ -325,6 +361,15 @@ int connlimit_top(struct connlimit *cl, struct connlimit_talker *out, unsigned m
     if (err) {
         free(all);
         return err;
+    }
+    /* A walk restarts when its previous key was evicted meanwhile: drop the repeats. */
+    qsort(all, n, sizeof(*all), talker_by_ip);
+    if (n) {
+        unsigned k = 1;
+        for (unsigned i = 1; i < n; i++)
+            if (memcmp(all[i].ip.addr, all[k - 1].ip.addr, 16))
+                all[k++] = all[i];
+        n = k;
     }
     qsort(all, n, sizeof(*all), talker_order);
     if (n > max)

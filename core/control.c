@@ -8,7 +8,7 @@
  *   stats                  "key value" lines: the workers' metric shards summed (relaxed
  *                          reads, as /metrics does), then the per-IP limits: who enforces
  *                          them, refusals by limit, tracked addresses and the top talkers
- *                          ("top_talker IP current=N admitted=N refused=N", at most
+ *                          ("top_talker IP current=N per_s=N admitted=N refused=N", at most
  *                          CONTROL_TOP_TALKERS_MAX; listing them may walk the kernel's maps,
  *                          which is why it happens here and not on /metrics)
  *   queue | flush          a job for every worker (control_job.c), whose answers are joined;
@@ -106,7 +106,7 @@ static size_t answer_ip_limits(char *out, size_t cap)
                             st.kernel ? "kernel" : "userspace");
     for (unsigned i = 0; i < IPL_LIMIT_COUNT && len < cap; i++)
         len += (size_t)snprintf(out + len, cap - len, "ip_refused.%s %" PRIu64 "\n",
-                                iplimit_limit_name[i], st.refused[i]);
+                                iplimit_limit_name[i], st.refused[i] + st.kernel_refused[i]);
     if (len < cap)
         len += (size_t)snprintf(out + len, cap - len, "tracked_ips %" PRIu64 "\n",
                                 st.tracked_ips);
@@ -118,9 +118,9 @@ static size_t answer_ip_limits(char *out, size_t cap)
         char ip[IPLIMIT_IP_TEXT_BYTES];
         iplimit_ip_format(&top[i].ip, ip, sizeof(ip));
         len += (size_t)snprintf(out + len, cap - len,
-                                "top_talker %s current=%u admitted=%" PRIu64 " refused=%" PRIu64
-                                "\n", ip, (unsigned)top[i].current, top[i].admitted,
-                                top[i].refused);
+                                "top_talker %s current=%u per_s=%u admitted=%" PRIu64
+                                " refused=%" PRIu64 "\n", ip, (unsigned)top[i].current,
+                                (unsigned)top[i].per_s, top[i].admitted, top[i].refused);
     }
     return len < cap ? len : cap - 1;
 }

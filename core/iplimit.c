@@ -76,6 +76,9 @@ struct ipl_entry {
     uint64_t tat_ns;              /* GCRA: theoretical arrival time of the next connection */
     uint64_t admitted;            /* connections admitted, total */
     uint64_t refused;             /* connections refused, total (both limits) */
+    uint64_t second_start_ns;     /* start of the current one-second window */
+    uint32_t this_second;         /* connections admitted in it */
+    uint32_t last_second;         /* ... in the window before, if it was the one just before */
 };
 
 /* A lock and the counters of the buckets it guards. Written only under the lock; read by
@@ -253,6 +256,19 @@ static bool rate_take(uint64_t *tat, uint32_t per_s, uint64_t now)
 /* ---------------------------------------------------------------------------------------- */
 /* Connections                                                                              */
 
+/* second_count - one connection in an address's one-second windows (read back with
+ * connlimit_per_second, as the kernel's are). */
+static void second_count(uint64_t *start_ns, uint32_t *this_s, uint32_t *last_s,
+                          uint64_t now_ns)
+{
+    if (now_ns - *start_ns >= NS_PER_S) {
+        *last_s = now_ns - *start_ns < 2 * NS_PER_S ? *this_s : 0;
+        *this_s = 0;
+        *start_ns = now_ns;
+    }
+    (*this_s)++;
+}
+
 /* iplimit_accept - admit, count or refuse one connection. */
 enum iplimit_verdict iplimit_accept(struct iplimit *il, const struct rr_config *cfg,
                                     const struct sockaddr *peer, uint64_t now_ns)
@@ -265,8 +281,12 @@ enum iplimit_verdict iplimit_accept(struct iplimit *il, const struct rr_config *
     struct connlimit_ip ip;
     bool exempt;
 
+    /* With the kernel programs, a SYN from an address at either limit never gets here;
+     * what does is counted again, exactly, and the connections limit applied: handshakes
+     * in flight at once all pass the kernel's check (they are counted at establishment).
+     * The rate is the kernel's alone (its tokens go at establishment too). */
     if (atomic_load_explicit(&il->kernel, memory_order_acquire))
-        return IPL_ADMITTED;      /* refused in the kernel already, if at all */
+        rate_max = 0;
     if (!peer || !ip_of(peer, &ip))
         return IPL_ADMITTED;      /* the client is gone already (reset before the accept) */
     exempt = cfg->ip_limit_exempt_count &&
@@ -286,6 +306,7 @@ enum iplimit_verdict iplimit_accept(struct iplimit *il, const struct rr_config *
         if (e->current++ == 0)
             bump(&s->tracked, 1);
         e->admitted++;
+        second_count(&e->second_start_ns, &e->this_second, &e->last_second, now_ns);
     } else if (v != IPL_ADMITTED) {
         e->refused++;
         bump(&s->refused[v == IPL_REFUSED_RATE ? IPL_LIMIT_RATE : IPL_LIMIT_CONNECTIONS], 1);
@@ -327,23 +348,22 @@ void iplimit_stats(struct iplimit *il, struct iplimit_stats *out)
     struct connlimit *cl = atomic_load_explicit(&il->kernel, memory_order_acquire);
 
     memset(out, 0, sizeof(*out));
-    if (cl) {
-        struct connlimit_stats ks;
-        connlimit_read(cl, &ks);
-        out->kernel = true;
-        out->refused[IPL_LIMIT_CONNECTIONS] = ks.n[CONNLIMIT_REFUSED_CONNECTIONS];
-        out->refused[IPL_LIMIT_RATE] = ks.n[CONNLIMIT_REFUSED_RATE];
-        out->tracked_ips = ks.tracked_ips;
-        out->untracked = ks.n[CONNLIMIT_UNTRACKED];
-        out->steered = ks.n[CONNLIMIT_STEERED];
-        return;
-    }
     for (unsigned i = 0; i < IPLIMIT_LOCKS; i++) {
         const struct ipl_stripe *s = &il->stripes[i];
         out->tracked_ips += __atomic_load_n(&s->tracked, __ATOMIC_RELAXED);
         out->untracked += __atomic_load_n(&s->untracked, __ATOMIC_RELAXED);
         for (unsigned k = 0; k < IPL_LIMIT_COUNT; k++)
             out->refused[k] += __atomic_load_n(&s->refused[k], __ATOMIC_RELAXED);
+    }
+    if (cl) {
+        struct connlimit_stats ks;
+        connlimit_read(cl, &ks);
+        out->kernel = true;
+        out->kernel_refused[IPL_LIMIT_CONNECTIONS] = ks.n[CONNLIMIT_REFUSED_CONNECTIONS];
+        out->kernel_refused[IPL_LIMIT_RATE] = ks.n[CONNLIMIT_REFUSED_RATE];
+        out->tracked_ips = ks.tracked_ips;
+        out->untracked += ks.n[CONNLIMIT_UNTRACKED];
+        out->steered = ks.n[CONNLIMIT_STEERED];
     }
 }
 
@@ -381,10 +401,14 @@ int iplimit_top(struct iplimit *il, struct connlimit_talker *out, unsigned max)
 {
     struct connlimit *cl = atomic_load_explicit(&il->kernel, memory_order_acquire);
     struct ipl_entry copy[IPLIMIT_WAYS];
+    struct timespec ts;
+    uint64_t now_ns;
     unsigned n = 0;
 
     if (cl)
         return connlimit_top(cl, out, max);
+    clock_gettime(CLOCK_MONOTONIC, &ts);  /* the workers' clock (engine.c) */
+    now_ns = (uint64_t)ts.tv_sec * 1000000000ull + (uint64_t)ts.tv_nsec;
     if (!max)
         return 0;
     for (size_t b = 0; b <= il->bucket_mask; b++) {
@@ -401,6 +425,8 @@ int iplimit_top(struct iplimit *il, struct connlimit_talker *out, unsigned max)
             t.current = copy[i].current;
             t.admitted = copy[i].admitted;
             t.refused = copy[i].refused;
+            t.per_s = connlimit_per_second(copy[i].second_start_ns, copy[i].this_second,
+                                           copy[i].last_second, now_ns);
             top_insert(out, &n, max, &t);
         }
     }

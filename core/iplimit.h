@@ -61,9 +61,12 @@ extern const char *const iplimit_limit_name[IPL_LIMIT_COUNT];
 
 /* Figures of whichever side enforces. */
 struct iplimit_stats {
-    bool kernel;                  /* the BPF programs enforce: every figure is theirs */
-    uint64_t refused[IPL_LIMIT_COUNT]; /* connections refused, by limit, since start */
-    uint64_t tracked_ips;         /* addresses with open connections now */
+    bool kernel;                  /* the BPF programs enforce (at the SYN) */
+    uint64_t refused[IPL_LIMIT_COUNT]; /* refused at accept, by limit, since start (with the
+                                     kernel: the handshakes that passed its check together) */
+    uint64_t kernel_refused[IPL_LIMIT_COUNT]; /* SYNs refused by the kernel, by limit */
+    uint64_t tracked_ips;         /* addresses with open connections now (the kernel's
+                                     count when it enforces) */
     uint64_t untracked;           /* connections admitted uncounted: no room for their
                                      address */
     uint64_t steered;             /* kernel: SYNs handed to the receiving CPU's worker */

@@ -211,19 +211,27 @@ static int open_listeners(const struct rr_config *cfg)
 /* The kernel's per-IP accounting while it is in force (NULL: userspace). */
 static struct connlimit *ip_kernel;
 
-/* ip_limits_apply - the configuration's per-IP limits and exempt networks into the kernel
- * programs' global data. */
-static void ip_limits_apply(struct connlimit *cl, const struct rr_config *cfg)
+/* ip_limits_exempt - the configuration's exempt networks in the programs' form; count. */
+static unsigned ip_limits_exempt(const struct rr_config *cfg,
+                                 struct connlimit_net nets[CONNLIMIT_EXEMPT_MAX])
 {
-    struct connlimit_limits lim = { cfg->bpf_connections_per_ip_max,
-                                    cfg->bpf_connects_per_ip_per_s_max };
-    struct connlimit_net nets[CONNLIMIT_EXEMPT_MAX];
     unsigned n = 0;
 
     for (unsigned i = 0; i < cfg->ip_limit_exempt_count && n < CONNLIMIT_EXEMPT_MAX; i++)
         connlimit_net_make(&nets[n++], cfg->ip_limit_exempt[i].family,
                            cfg->ip_limit_exempt[i].addr, cfg->ip_limit_exempt[i].prefix);
-    connlimit_set_exempt(cl, nets, n);
+    return n;
+}
+
+/* ip_limits_apply - the configuration's per-IP limits and exempt networks into the kernel
+ * programs' global data (a reload). */
+static void ip_limits_apply(struct connlimit *cl, const struct rr_config *cfg)
+{
+    struct connlimit_limits lim = { cfg->bpf_connections_per_ip_max,
+                                    cfg->bpf_connects_per_ip_per_s_max };
+    struct connlimit_net nets[CONNLIMIT_EXEMPT_MAX];
+
+    connlimit_set_exempt(cl, nets, ip_limits_exempt(cfg, nets));
     connlimit_set_limits(cl, &lim);
 }
 
@@ -262,7 +270,11 @@ static struct connlimit *ip_limits_start(const struct rr_config *cfg, bool *fata
     for (unsigned c = 0; c < CONNLIMIT_CPUS_MAX; c++)
         if (cpu_worker[c] == CONNLIMIT_NO_WORKER - 1 || cpu_worker[c] >= CONNLIMIT_WORKERS_MAX)
             cpu_worker[c] = CONNLIMIT_NO_WORKER;
-    err = connlimit_load(&cl, &lim, cpu_worker, CONNLIMIT_CPUS_MAX, why, sizeof(why));
+    {
+        struct connlimit_net nets[CONNLIMIT_EXEMPT_MAX];
+        err = connlimit_load(&cl, &lim, nets, ip_limits_exempt(cfg, nets), cpu_worker,
+                             CONNLIMIT_CPUS_MAX, why, sizeof(why));
+    }
     for (unsigned i = 0; !err && i < engine.count; i++)
         for (unsigned k = 0; !err && k < engine.workers[i].listen_count; k++) {
             err = connlimit_add_listener(cl, engine.workers[i].listen_fd[k], k, i);
@@ -271,6 +283,10 @@ static struct connlimit *ip_limits_start(const struct rr_config *cfg, bool *fata
                          strerror(-err));
         }
     if (err) {
+        /* Some groups may carry the admission program already: take it off them all. */
+        for (unsigned i = 0; cl && i < engine.count; i++)
+            for (unsigned k = 0; k < engine.workers[i].listen_count; k++)
+                connlimit_remove_listener(engine.workers[i].listen_fd[k]);
         connlimit_close(cl);
         *fatal = cfg->bpf == BPF_YES;
         log_event(*fatal ? LOG_FATAL : LOG_WARN, "event=ip_limits enforced=%s reason=%s "
@@ -279,7 +295,6 @@ static struct connlimit *ip_limits_start(const struct rr_config *cfg, bool *fata
                   lim.connects_per_s_max);
         return NULL;
     }
-    ip_limits_apply(cl, cfg);
     nid = connlimit_prog_ids(cl, id, 2);
     for (unsigned i = 0; i < nid; i++)
         snprintf(ids + strlen(ids), sizeof(ids) - strlen(ids), "%s%u", i ? "," : "", id[i]);

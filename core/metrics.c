@@ -143,7 +143,7 @@ static void ip_limits(struct out *o)
     iplimit_stats(iplimit_shared(), &st);
     single(o, "ringrelay_bpf_connections_refused_total", "counter",
            "Connections refused by the per-IP limits in the kernel (BPF).",
-           st.kernel ? st.refused[IPL_LIMIT_CONNECTIONS] + st.refused[IPL_LIMIT_RATE] : 0);
+           st.kernel_refused[IPL_LIMIT_CONNECTIONS] + st.kernel_refused[IPL_LIMIT_RATE]);
     put(o, "# HELP ringrelay_connections_refused_total Connections refused by a per-IP limit, "
            "by limit and where it was enforced.\n"
            "# TYPE ringrelay_connections_refused_total counter\n");
@@ -151,7 +151,7 @@ static void ip_limits(struct out *o)
         for (unsigned k = 0; k < 2; k++)
             put(o, "ringrelay_connections_refused_total{limit=\"%s\",where=\"%s\"} %" PRIu64
                    "\n", iplimit_limit_name[l], where[k],
-                st.kernel == (k == 0) ? st.refused[l] : 0);
+                k == 0 ? st.kernel_refused[l] : st.refused[l]);
     single(o, "ringrelay_ip_limits_kernel", "gauge",
            "1 when the per-IP limits are enforced by the kernel (BPF), 0 in userspace.",
            st.kernel ? 1 : 0);

@@ -9,6 +9,8 @@ test_ip_limits.py, whose helpers this file uses.
 import os
 import re
 import signal
+import socket
+import struct
 import subprocess
 
 import pytest
@@ -116,3 +118,36 @@ def test_yes_without_privileges_refuses_to_start(daemons, monkeypatch, tmp_path)
         d.start()
     assert "level=fatal event=ip_limits enforced=none" in d.log
     d.proc = None
+
+
+def forged_syn(src, dst, sport, dport):
+    """An IPv4 SYN from src (any address: the raw socket does not check it)."""
+    def csum(b):
+        if len(b) % 2:
+            b += b"\0"
+        s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+        s = (s >> 16) + (s & 0xffff)
+        s += s >> 16
+        return (~s) & 0xffff
+    tcp = struct.pack("!HHIIBBHHH", sport, dport, 12345, 0, 5 << 4, 0x02, 65535, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(tcp))
+    tcp = tcp[:16] + struct.pack("!H", csum(pseudo + tcp)) + tcp[18:]
+    ip = struct.pack("!BBHHHBBH4s4s", 0x45, 0, 20 + len(tcp), 0, 0, 64, 6, 0,
+                     socket.inet_aton(src), socket.inet_aton(dst))
+    return ip + tcp
+
+
+def test_forged_syns_cost_the_owner_nothing(daemons):
+    """SYNs forged with a client's address never complete a handshake: they take none of
+    its places nor its rate (the kernel counts at establishment, not at the SYN)."""
+    d = limits_daemon(daemons, "yes", max_connections_per_ip=2, max_connects_per_ip_per_s=2)
+    raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_RAW)
+    try:
+        for i in range(20):
+            raw.sendto(forged_syn("127.0.0.11", "127.0.0.1", 41000 + i, d.port),
+                       ("127.0.0.1", 0))
+    finally:
+        raw.close()
+    held = [attempt(d, "127.0.0.11") for _ in range(2)]
+    assert all(a.ok for a in held), held
+    close_all(held)

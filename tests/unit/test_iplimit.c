@@ -314,10 +314,32 @@ static void test_eviction_order(void)
     iplimit_free(il);
 }
 
+/* test_per_second - an address's connections in the last full second, from its windows. */
+static void test_per_second(void)
+{
+    static const struct {
+        uint64_t start, now;
+        uint32_t this_s, last_s, want;
+        const char *what;
+    } cases[] = {
+        { T0, T0, 7, 3, 3, "inside the first second: the one before" },
+        { T0, T0 + S - 1, 7, 3, 3, "still inside" },
+        { T0, T0 + S, 7, 3, 7, "the window just closed: its count" },
+        { T0, T0 + 2 * S - 1, 7, 3, 7, "until a second more passed" },
+        { T0, T0 + 2 * S, 7, 3, 0, "then nothing came for a second" },
+        { T0, T0 + 3600 * S, 7, 3, 0, "long quiet" },
+    };
+
+    for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++)
+        CHECK(connlimit_per_second(cases[i].start, cases[i].this_s, cases[i].last_s,
+                                   cases[i].now) == cases[i].want, "%s", cases[i].what);
+}
+
 /* ---- the façade ---- */
 
-/* test_kernel_switch - with the kernel enforcing, nothing is counted here; a connection
- * counted before the switch still releases. Stats are not read: the pointer is a dummy. */
+/* test_kernel_switch - with the kernel enforcing, the connections limit is still applied
+ * at accept (the handshakes that passed the kernel's check together) and the rate is the
+ * kernel's alone. Stats are not read in kernel mode: the pointer is a dummy. */
 static void test_kernel_switch(void)
 {
     struct iplimit *il = iplimit_new(1024);
@@ -327,16 +349,19 @@ static void test_kernel_switch(void)
     struct rr_config cfg;
     static char dummy;
 
-    config_of(&cfg, 1, 0, NULL);
+    config_of(&cfg, 2, 1, NULL);
     CHECK(iplimit_accept(il, &cfg, sa, T0) == C, "userspace counts");
+    CHECK(iplimit_accept(il, &cfg, sa, T0) == IPL_REFUSED_RATE, "userspace: the rate");
     iplimit_use_kernel(il, (struct connlimit *)&dummy);
-    CHECK(iplimit_accept(il, &cfg, sa, T0) == IPL_ADMITTED, "kernel: no work here");
-    CHECK(iplimit_accept(il, &cfg, sa, T0) == IPL_ADMITTED, "kernel: no work here, again");
-    iplimit_release(il, sa);                       /* counted before the switch */
+    CHECK(iplimit_accept(il, &cfg, sa, T0) == C, "kernel: no rate here, counted");
+    CHECK(iplimit_accept(il, &cfg, sa, T0) == IPL_REFUSED_CONNECTIONS,
+          "kernel: the connections limit still holds at accept");
+    iplimit_release(il, sa);
+    iplimit_release(il, sa);
     iplimit_use_kernel(il, NULL);
     iplimit_stats(il, &st);
-    CHECK(!st.kernel && st.tracked_ips == 0 && st.refused[0] == 0,
-          "back in userspace, the early count released");
+    CHECK(!st.kernel && st.tracked_ips == 0 && st.refused[IPL_LIMIT_CONNECTIONS] == 1 &&
+          st.refused[IPL_LIMIT_RATE] == 1, "back in userspace, every count released");
     CHECK(iplimit_accept(il, &cfg, NULL, T0) == IPL_ADMITTED, "no address: admitted");
     iplimit_stats(il, &st);
     CHECK(st.untracked == 0 && st.tracked_ips == 0, "no address: nothing to count, %llu",
@@ -499,6 +524,7 @@ int main(void)
     test_reload();
     test_full_table();
     test_eviction_order();
+    test_per_second();
     test_kernel_switch();
     test_top();
     test_threads();
