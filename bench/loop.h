@@ -1,0 +1,66 @@
+/*
+ * loop.h - the small io_uring loop of the bench tools (ringbench, ringsink): one ring per
+ * thread, a provided-buffer ring for receives, and the user_data convention of the relay's
+ * engine (core/engine.h): {op:8, slot:24, gen:32}.
+ *
+ * The daemon's engine is tied to the relay (spool, queue, configuration); the bench tools
+ * are separate programs with their own few operations, so they share this instead: ring
+ * set-up with the same flags and fallback, receive buffers handed back in one batch per loop
+ * pass, and the clock. Everything here belongs to the one thread that owns the loop.
+ */
+#ifndef RB_LOOP_H
+#define RB_LOOP_H
+
+#include <liburing.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#define LOOP_SQ_ENTRIES     4096   /* submission queue entries per thread */
+#define LOOP_CQ_ENTRIES     16384  /* completion queue entries per thread */
+#define LOOP_BUF_GROUP      0      /* the provided-buffer group of every receive */
+
+struct loop {
+    struct io_uring ring;         /* the thread's ring */
+    bool ring_ok;                 /* ring initialised */
+    struct io_uring_buf_ring *br; /* provided-buffer ring, group LOOP_BUF_GROUP */
+    char *buf_base;               /* buf_count * buf_bytes bytes */
+    unsigned buf_count;           /* buffers (a power of 2) */
+    unsigned buf_bytes;           /* bytes of one buffer */
+    unsigned returned;            /* buffers given back since the last flush */
+    uint64_t now_ns;              /* monotonic clock, refreshed once per loop pass */
+};
+
+/* loop_ud - pack an operation's name into user_data. */
+static inline uint64_t loop_ud(unsigned op, uint32_t slot, uint32_t gen)
+{
+    return (uint64_t)(op & 0xff) << 56 | (uint64_t)(slot & 0xffffff) << 32 | gen;
+}
+static inline unsigned ud_op(uint64_t ud) { return (unsigned)(ud >> 56); }
+static inline uint32_t ud_slot(uint64_t ud) { return (uint32_t)(ud >> 32) & 0xffffff; }
+static inline uint32_t ud_gen(uint64_t ud) { return (uint32_t)ud; }
+
+/* loop_init - a ring and buf_count (power of 2) receive buffers of buf_bytes; 0 or -errno. */
+int loop_init(struct loop *l, unsigned buf_count, unsigned buf_bytes);
+
+/* loop_fini - tear the ring and the buffers down (nothing may be in flight any more). */
+void loop_fini(struct loop *l);
+
+/* loop_sqe - a submission entry, handing the queue to the kernel first when it is full. */
+struct io_uring_sqe *loop_sqe(struct loop *l);
+
+/* loop_buf - the bytes of buffer bid. */
+static inline char *loop_buf(const struct loop *l, unsigned bid)
+{
+    return l->buf_base + (size_t)bid * l->buf_bytes;
+}
+
+/* loop_buf_release - give buffer bid back (made visible to the kernel by loop_buf_flush). */
+void loop_buf_release(struct loop *l, unsigned bid);
+
+/* loop_buf_flush - publish the buffers given back in this pass; true if there were any. */
+bool loop_buf_flush(struct loop *l);
+
+/* loop_clock_ns - monotonic nanoseconds (CLOCK_MONOTONIC, the clock of ring timeouts). */
+uint64_t loop_clock_ns(void);
+
+#endif
