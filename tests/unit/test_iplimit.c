@@ -23,28 +23,11 @@
 #include "core/alloc.h"
 #include "core/iplimit.h"
 #include "tests/unit/check.h"
+#include "tests/unit/test_addr.h"
 
 #define MS 1000000ull             /* a millisecond in ns */
 #define S  1000000000ull          /* a second in ns */
 #define T0 (1000 * S)             /* the fake clock's start: a monotonic clock is never 0 */
-
-/* sockaddr_of - a test address (IPv4 or IPv6 text) as a socket address. */
-static const struct sockaddr *sockaddr_of(const char *text, struct sockaddr_storage *ss)
-{
-    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-
-    memset(ss, 0, sizeof(*ss));
-    if (inet_pton(AF_INET, text, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-    } else if (inet_pton(AF_INET6, text, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-    } else {
-        fprintf(stderr, "bad test address %s\n", text);
-        exit(2);
-    }
-    return (const struct sockaddr *)ss;
-}
 
 /* config_of - limits and a comma-separated exempt list into cfg. */
 static void config_of(struct rr_config *cfg, uint32_t conn_max, uint32_t rate_max,

@@ -19,6 +19,7 @@
 #include "core/ratelimit.h"
 #include "core/siphash.h"
 #include "tests/unit/check.h"
+#include "tests/unit/test_addr.h"
 
 #define H 3600000ull              /* an hour in ms */
 
@@ -128,22 +129,6 @@ static const struct script {
         { 514286, MAIL, "alice", NULL, RATELIMIT_USER_MESSAGES, 0 },
         { 0, END, NULL, NULL, RATELIMIT_OK, 0 } } },
 };
-
-/* sockaddr_of - a numeric address as a socket address. */
-static void sockaddr_of(const char *text, struct sockaddr_storage *ss)
-{
-    memset(ss, 0, sizeof(*ss));
-    struct sockaddr_in *in4 = (struct sockaddr_in *)ss;
-    struct sockaddr_in6 *in6 = (struct sockaddr_in6 *)ss;
-    if (inet_pton(AF_INET, text, &in4->sin_addr) == 1) {
-        in4->sin_family = AF_INET;
-    } else if (inet_pton(AF_INET6, text, &in6->sin6_addr) == 1) {
-        in6->sin6_family = AF_INET6;
-    } else {
-        fprintf(stderr, "bad test address %s\n", text);
-        exit(2);
-    }
-}
 
 /* test_scripts - every step of every script against a fresh table. */
 static void test_scripts(void)
