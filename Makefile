@@ -113,7 +113,10 @@ TEST_HDR := $(wildcard tests/unit/*.h)
 $(BUILD)/tests/%: tests/unit/%.c $(BUILD)/libringrelay.a $(TEST_HDR)
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  TEST    $@")
-	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libringrelay.a $(LIBS)
+	$(Q)$(CC) $(CPPFLAGS) $(CFLAGS) -o $@ $< $(BUILD)/libringrelay.a $(LIBS) -lm
+
+# The histogram's test compiles bench/hist.c in (the bench sources are not in the library).
+$(BUILD)/tests/test_hist: bench/hist.c bench/hist.h
 
 # Sanitizer build: a separate tree, same sources, no jemalloc.
 asan:

@@ -51,9 +51,7 @@ void hist_init(struct hist *h)
 /* hist_record - see hist.h. */
 void hist_record(struct hist *h, uint64_t v)
 {
-    if (v > HIST_VALUE_MAX)
-        v = HIST_VALUE_MAX;
-    h->buckets[hist_bucket(v)]++;
+    h->buckets[hist_bucket(v > HIST_VALUE_MAX ? HIST_VALUE_MAX : v)]++; /* last bucket */
     h->count++;
     h->sum = h->sum + v < h->sum ? UINT64_MAX : h->sum + v;
     if (v < h->min)
