@@ -5,7 +5,9 @@
 #   make fuzz       libFuzzer targets into build/fuzz/
 #   make test       install what is missing, build, run unit, fuzz and system tests
 #   make run        install what is missing, build, start the relay from the example config
-#   make bench      the accept-rate comparison against Postfix (bench/README.md)
+#   make bench      ringrelay against Postfix and the ceiling, scenarios a-e (bench/compare.sh;
+#                   BENCH_ARGS="-r 1 -m 2000" passes options)
+#   make bench-accept  the older accept-rate comparison with smtp-source (bench/accept.sh)
 
 V ?= 0
 ifeq ($(V),1)
@@ -47,7 +49,7 @@ FUZZ_BIN   := $(FUZZ_SRC:tests/fuzz/%.c=$(BUILD)/fuzz/%)
 
 ASAN_FLAGS := -O1 -g -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
 
-.PHONY: all asan fuzz test unit run bench deps clean
+.PHONY: all asan fuzz test unit run bench bench-accept deps clean
 all: $(filter $(BUILD)/ringrelay $(BUILD)/ringctl,$(PROGS)) $(if $(wildcard bench/ringbench.c),$(BUILD)/ringbench) $(if $(wildcard bench/ringsink.c),$(BUILD)/ringsink) \
      $(if $(wildcard bench/tools/connflood.c),$(BUILD)/connflood)
 
@@ -146,6 +148,10 @@ run: deps
 	$(Q)sh deploy/run-demo.sh
 
 bench: deps
+	$(Q)$(MAKE) --no-print-directory all
+	$(Q)BUILD_DIR=$(BUILD) bash bench/compare.sh $(BENCH_ARGS)
+
+bench-accept: deps
 	$(Q)$(MAKE) --no-print-directory all
 	$(Q)bash bench/accept.sh
 

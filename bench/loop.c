@@ -2,7 +2,8 @@
  * loop.c - ring and provided-buffer set-up for the bench tools (see loop.h).
  *
  * Functions: loop_init(), loop_fini(), loop_sqe(), loop_buf_release(), loop_buf_flush(),
- * loop_clock_ns().
+ * loop_clock_ns(), loop_recv(), loop_cancel_fd(), loop_cancel(), loop_close(),
+ * loop_timeout(), loop_wait().
  *
  * The ring is made by the thread that uses it (IORING_SETUP_SINGLE_ISSUER and DEFER_TASKRUN
  * want its only user to create it), with the relay engine's flags and the same fallback for
@@ -121,4 +122,63 @@ bool loop_buf_flush(struct loop *l)
     io_uring_buf_ring_advance(l->br, (int)l->returned);
     l->returned = 0;
     return true;
+}
+
+/* loop_recv - see loop.h. */
+void loop_recv(struct loop *l, int fd, bool multishot, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = loop_sqe(l);
+
+    if (multishot)
+        io_uring_prep_recv_multishot(sqe, fd, NULL, 0, 0);
+    else
+        io_uring_prep_recv(sqe, fd, NULL, 0, 0);
+    sqe->flags |= IOSQE_BUFFER_SELECT;
+    sqe->buf_group = LOOP_BUF_GROUP;
+    io_uring_sqe_set_data64(sqe, ud);
+}
+
+/* loop_cancel_fd - see loop.h. */
+void loop_cancel_fd(struct loop *l, int fd)
+{
+    struct io_uring_sqe *sqe = loop_sqe(l);
+
+    io_uring_prep_cancel_fd(sqe, fd, IORING_ASYNC_CANCEL_ALL);
+    io_uring_sqe_set_data64(sqe, LOOP_UD_NONE);
+}
+
+/* loop_cancel - see loop.h. */
+void loop_cancel(struct loop *l, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = loop_sqe(l);
+
+    io_uring_prep_cancel64(sqe, ud, 0);
+    io_uring_sqe_set_data64(sqe, LOOP_UD_NONE);
+}
+
+/* loop_close - see loop.h. */
+void loop_close(struct loop *l, int fd, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = loop_sqe(l);
+
+    io_uring_prep_close(sqe, fd);
+    io_uring_sqe_set_data64(sqe, ud);
+}
+
+/* loop_timeout - see loop.h. */
+void loop_timeout(struct loop *l, struct __kernel_timespec *ts, uint64_t ms, uint64_t ud)
+{
+    struct io_uring_sqe *sqe = loop_sqe(l);
+
+    ts->tv_sec = (long long)(ms / 1000);
+    ts->tv_nsec = (long long)(ms % 1000) * 1000000;
+    io_uring_prep_timeout(sqe, ts, 0, 0);
+    io_uring_sqe_set_data64(sqe, ud);
+}
+
+/* loop_wait - see loop.h. */
+void loop_wait(struct loop *l)
+{
+    io_uring_submit_and_wait(&l->ring, 1);
+    l->now_ns = loop_clock_ns();
 }

@@ -1018,14 +1018,9 @@ static void sess_start(struct thread *t, struct sess *s)
 /* arm_recv - the connection's multishot receive into the provided buffers. */
 static void arm_recv(struct thread *t, struct sess *s)
 {
-    struct io_uring_sqe *sqe = loop_sqe(&t->lp);
-
     s->recv_armed = true;
     s->ops++;
-    io_uring_prep_recv_multishot(sqe, s->fd, NULL, 0, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = LOOP_BUF_GROUP;
-    io_uring_sqe_set_data64(sqe, loop_ud(OP_RECV, s->slot, s->gen));
+    loop_recv(&t->lp, s->fd, true, loop_ud(OP_RECV, s->slot, s->gen));
 }
 
 /* idle_remove - take s out of the idle stack. */
@@ -1045,8 +1040,6 @@ static void idle_remove(struct thread *t, struct sess *s)
  * nothing is (then connect again, or finish). */
 static void sess_close(struct thread *t, struct sess *s)
 {
-    struct io_uring_sqe *sqe;
-
     if (s->st == S_IDLE)
         return;
     if (s->st != S_CLOSING) {
@@ -1054,18 +1047,13 @@ static void sess_close(struct thread *t, struct sess *s)
         idle_remove(t, s);
         s->st = S_CLOSING;
         s->deadline_ms = 0;
-        if (s->ops) {
-            sqe = loop_sqe(&t->lp);
-            io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
-            io_uring_sqe_set_data64(sqe, loop_ud(OP_NONE, 0, 0));
-        }
+        if (s->ops)
+            loop_cancel_fd(&t->lp, s->fd);
     }
     if (s->ops)
         return;
     s->ops++;
-    sqe = loop_sqe(&t->lp);
-    io_uring_prep_close(sqe, s->fd);
-    io_uring_sqe_set_data64(sqe, loop_ud(OP_CLOSE, s->slot, s->gen));
+    loop_close(&t->lp, s->fd, loop_ud(OP_CLOSE, s->slot, s->gen));
 }
 
 /* closed - the socket is closed: the session connects again, later or now, or finishes. */
@@ -1183,8 +1171,8 @@ static void complete(struct thread *t, unsigned op, uint32_t slot, uint32_t gen,
     struct sess *s = slot < t->nsess ? &t->sess[slot] : NULL;
 
     if (!s || s->gen != gen) {  /* cannot happen: a session is reused only at ops 0 */
-        if (op == OP_RECV && (cqe->flags & IORING_CQE_F_BUFFER))
-            loop_buf_release(&t->lp, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        if (op == OP_RECV)
+            loop_cqe_buf_release(&t->lp, cqe);
         return;
     }
     switch (op) {
@@ -1212,12 +1200,7 @@ static void complete(struct thread *t, unsigned op, uint32_t slot, uint32_t gen,
 /* arm_tick - the RB_TICK_MS timer. */
 static void arm_tick(struct thread *t)
 {
-    struct io_uring_sqe *sqe = loop_sqe(&t->lp);
-
-    t->tick_ts.tv_sec = 0;
-    t->tick_ts.tv_nsec = RB_TICK_MS * 1000000LL;
-    io_uring_prep_timeout(sqe, &t->tick_ts, 0, 0);
-    io_uring_sqe_set_data64(sqe, loop_ud(OP_TICK, 0, 0));
+    loop_timeout(&t->lp, &t->tick_ts, RB_TICK_MS, loop_ud(OP_TICK, 0, 0));
     t->tick_armed = true;
 }
 
@@ -1309,9 +1292,10 @@ static void rate_run(struct thread *t)
     t->rate_armed = true;
 }
 
-/* dispatch - one completion to its handler. */
-static void dispatch(struct thread *t, struct io_uring_cqe *cqe)
+/* dispatch - one completion to its handler (arg: the thread). */
+static void dispatch(void *arg, struct io_uring_cqe *cqe)
 {
+    struct thread *t = arg;
     uint64_t ud = io_uring_cqe_get_data64(cqe);
     unsigned op = ud_op(ud);
 
@@ -1350,25 +1334,13 @@ static void *thread_main(void *arg)
     for (uint32_t i = 0; i < t->nsess; i++)
         sess_start(t, &t->sess[i]);
     while (t->unfinished || t->tick_armed || t->rate_armed) {
-        struct io_uring_cqe *cqe;
-        unsigned head, n = 0;
-
         if (!t->unfinished) {  /* only the timers are left: cancel them */
-            struct io_uring_sqe *sqe = loop_sqe(&t->lp);
-            io_uring_prep_cancel64(sqe, loop_ud(OP_TICK, 0, 0), 0);
-            io_uring_sqe_set_data64(sqe, loop_ud(OP_NONE, 0, 0));
-            sqe = loop_sqe(&t->lp);
-            io_uring_prep_cancel64(sqe, loop_ud(OP_RATE, 0, 0), 0);
-            io_uring_sqe_set_data64(sqe, loop_ud(OP_NONE, 0, 0));
+            loop_cancel(&t->lp, loop_ud(OP_TICK, 0, 0));
+            loop_cancel(&t->lp, loop_ud(OP_RATE, 0, 0));
         }
-        io_uring_submit_and_wait(&t->lp.ring, 1);
-        t->lp.now_ns = loop_clock_ns();
+        loop_wait(&t->lp);
         t->now_ms = t->lp.now_ns / 1000000;
-        io_uring_for_each_cqe(&t->lp.ring, head, cqe) {
-            dispatch(t, cqe);
-            n++;
-        }
-        io_uring_cq_advance(&t->lp.ring, n);
+        loop_dispatch(&t->lp, dispatch, t);
         if (opt.rate && t->unfinished)
             rate_run(t);
         loop_buf_flush(&t->lp);

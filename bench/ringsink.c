@@ -338,14 +338,9 @@ static void drop(struct thread *t, struct sess *s)
 /* arm_delay - run the delay of the held reply. */
 static void arm_delay(struct thread *t, struct sess *s, uint32_t ms)
 {
-    struct io_uring_sqe *sqe = loop_sqe(&t->lp);
-
-    s->ts.tv_sec = ms / 1000;
-    s->ts.tv_nsec = (long long)(ms % 1000) * 1000000;
     s->timer_armed = true;
     s->ops++;
-    io_uring_prep_timeout(sqe, &s->ts, 0, 0);
-    io_uring_sqe_set_data64(sqe, loop_ud(OP_TIMER, s->slot, s->gen));
+    loop_timeout(&t->lp, &s->ts, ms, loop_ud(OP_TIMER, s->slot, s->gen));
 }
 
 /* wait_step - move the held reply on: run its delay once its dump is over, then queue it.
@@ -768,14 +763,9 @@ static size_t line_feed(struct thread *t, struct sess *s, const char *buf, size_
 /* arm_recv - receive into a provided buffer. */
 static void arm_recv(struct thread *t, struct sess *s)
 {
-    struct io_uring_sqe *sqe = loop_sqe(&t->lp);
-
     s->recv_armed = true;
     s->ops++;
-    io_uring_prep_recv(sqe, s->fd, NULL, 0, 0);
-    sqe->flags |= IOSQE_BUFFER_SELECT;
-    sqe->buf_group = LOOP_BUF_GROUP;
-    io_uring_sqe_set_data64(sqe, loop_ud(OP_RECV, s->slot, s->gen));
+    loop_recv(&t->lp, s->fd, false, loop_ud(OP_RECV, s->slot, s->gen));
 }
 
 /* sess_pump - work through the held buffer as far as replies can be queued, send them,
@@ -830,43 +820,30 @@ static void sess_free(struct thread *t, struct sess *s)
  * progress finishes first (file operations are not cancelled). */
 static void sess_close(struct thread *t, struct sess *s)
 {
-    struct io_uring_sqe *sqe;
-
     if (!s->closing) {
         s->closing = true;
-        if (s->recv_armed || s->send_armed) {
-            sqe = loop_sqe(&t->lp);
-            io_uring_prep_cancel_fd(sqe, s->fd, IORING_ASYNC_CANCEL_ALL);
-            io_uring_sqe_set_data64(sqe, loop_ud(OP_NONE, 0, 0));
-        }
-        if (s->timer_armed) {
-            sqe = loop_sqe(&t->lp);
-            io_uring_prep_cancel64(sqe, loop_ud(OP_TIMER, s->slot, s->gen), 0);
-            io_uring_sqe_set_data64(sqe, loop_ud(OP_NONE, 0, 0));
-        }
+        if (s->recv_armed || s->send_armed)
+            loop_cancel_fd(&t->lp, s->fd);
+        if (s->timer_armed)
+            loop_cancel(&t->lp, loop_ud(OP_TIMER, s->slot, s->gen));
     }
     if (s->ops || s->fd < 0)
         return;
-    sqe = loop_sqe(&t->lp);
     s->ops++;
-    io_uring_prep_close(sqe, s->fd);
-    io_uring_sqe_set_data64(sqe, loop_ud(OP_CLOSE, s->slot, s->gen));
+    loop_close(&t->lp, s->fd, loop_ud(OP_CLOSE, s->slot, s->gen));
 }
 
 /* sess_new - a session for the accepted socket fd, greeted; or the socket closed when the
  * table is full or the thread is stopping. */
 static void sess_new(struct thread *t, int fd)
 {
-    struct io_uring_sqe *sqe;
     struct sess *s;
     uint32_t slot;
     char greet[SINK_REPLY_BYTES_MAX];
 
     if (!t->nfree || t->stopping) {
         BENCH_ADD(t->st.refused, 1);
-        sqe = loop_sqe(&t->lp);
-        io_uring_prep_close(sqe, fd);
-        io_uring_sqe_set_data64(sqe, loop_ud(OP_NONE, 0, 0));
+        loop_close(&t->lp, fd, LOOP_UD_NONE);
         return;
     }
     slot = t->free_slots[--t->nfree];
@@ -963,8 +940,8 @@ static void complete(struct thread *t, unsigned op, uint32_t slot, uint32_t gen,
     struct sess *s = slot < t->nslots ? t->sess[slot] : NULL;
 
     if (!s || s->gen != gen) {  /* cannot happen: a slot is reused only when ops are 0 */
-        if (op == OP_RECV && (cqe->flags & IORING_CQE_F_BUFFER))
-            loop_buf_release(&t->lp, cqe->flags >> IORING_CQE_BUFFER_SHIFT);
+        if (op == OP_RECV)
+            loop_cqe_buf_release(&t->lp, cqe);
         return;
     }
     switch (op) {
@@ -1010,12 +987,7 @@ static void arm_accept(struct thread *t, unsigned i)
 /* arm_tick - the 1 s timer. */
 static void arm_tick(struct thread *t)
 {
-    struct io_uring_sqe *sqe = loop_sqe(&t->lp);
-
-    t->tick_ts.tv_sec = SINK_TICK_MS / 1000;
-    t->tick_ts.tv_nsec = (SINK_TICK_MS % 1000) * 1000000;
-    io_uring_prep_timeout(sqe, &t->tick_ts, 0, 0);
-    io_uring_sqe_set_data64(sqe, loop_ud(OP_TICK, 0, 0));
+    loop_timeout(&t->lp, &t->tick_ts, SINK_TICK_MS, loop_ud(OP_TICK, 0, 0));
     t->tick_armed = true;
 }
 
@@ -1074,29 +1046,22 @@ static void tick(struct thread *t)
 /* begin_stop - no more connections; every session is closed. */
 static void begin_stop(struct thread *t)
 {
-    struct io_uring_sqe *sqe;
-
     if (t->stopping)
         return;
     t->stopping = true;
-    for (unsigned i = 0; i < opt.nlisten; i++) {
-        sqe = loop_sqe(&t->lp);
-        io_uring_prep_cancel64(sqe, loop_ud(OP_ACCEPT, i, 0), 0);
-        io_uring_sqe_set_data64(sqe, loop_ud(OP_NONE, 0, 0));
-    }
-    if (t->tick_armed) {
-        sqe = loop_sqe(&t->lp);
-        io_uring_prep_cancel64(sqe, loop_ud(OP_TICK, 0, 0), 0);
-        io_uring_sqe_set_data64(sqe, loop_ud(OP_NONE, 0, 0));
-    }
+    for (unsigned i = 0; i < opt.nlisten; i++)
+        loop_cancel(&t->lp, loop_ud(OP_ACCEPT, i, 0));
+    if (t->tick_armed)
+        loop_cancel(&t->lp, loop_ud(OP_TICK, 0, 0));
     for (uint32_t i = 0; i < t->nslots; i++)
         if (t->sess[i] && t->sess[i]->fd >= 0)
             sess_close(t, t->sess[i]);
 }
 
-/* dispatch - one completion to its handler. */
-static void dispatch(struct thread *t, struct io_uring_cqe *cqe)
+/* dispatch - one completion to its handler (arg: the thread). */
+static void dispatch(void *arg, struct io_uring_cqe *cqe)
 {
+    struct thread *t = arg;
     uint64_t ud = io_uring_cqe_get_data64(cqe);
     unsigned op = ud_op(ud);
     uint32_t slot = ud_slot(ud);
@@ -1152,19 +1117,11 @@ static void *thread_main(void *arg)
     arm_tick(t);
     arm_wake(t);
     for (;;) {
-        struct io_uring_cqe *cqe;
-        unsigned head, n = 0;
-
         if (t->stopping && !t->live && !t->accepts_armed && !t->tick_armed)
             break;
-        io_uring_submit_and_wait(&t->lp.ring, 1);
-        t->lp.now_ns = loop_clock_ns();
+        loop_wait(&t->lp);
         t->now_ms = t->lp.now_ns / 1000000;
-        io_uring_for_each_cqe(&t->lp.ring, head, cqe) {
-            dispatch(t, cqe);
-            n++;
-        }
-        io_uring_cq_advance(&t->lp.ring, n);
+        loop_dispatch(&t->lp, dispatch, t);
         if (loop_buf_flush(&t->lp) && t->starved)
             retry_starved(t);
     }
