@@ -123,13 +123,7 @@ struct iplimit *iplimit_new(unsigned ips_max)
     memset(il->stripes, 0, IPLIMIT_LOCKS * sizeof(struct ipl_stripe));
     for (unsigned i = 0; i < IPLIMIT_LOCKS; i++)
         pthread_mutex_init(&il->stripes[i].lock, NULL);
-    if (siphash_key_random(il->key)) {
-        /* No kernel randomness: keep going with a key nobody outside can read either. */
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        il->key[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uintptr_t)il;
-        il->key[1] = (uint64_t)ts.tv_sec ^ (uintptr_t)il->entries;
-    }
+    siphash_key_table(il->key, il);
     atomic_init(&il->kernel, NULL);
     return il;
 }

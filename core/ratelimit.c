@@ -165,13 +165,7 @@ struct ratelimit *ratelimit_new(unsigned entries_log2)
         rr_oom(entries * sizeof(struct rl_slot));
     memset(rl->slots, 0, entries * sizeof(struct rl_slot));
     rl->bucket_mask = entries / RATELIMIT_WAYS - 1;
-    if (siphash_key_random(rl->key)) {
-        /* No kernel randomness: keep going with a key nobody outside can read either. */
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        rl->key[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uintptr_t)rl;
-        rl->key[1] = (uint64_t)ts.tv_sec ^ (uintptr_t)rl->slots;
-    }
+    siphash_key_table(rl->key, rl);
     for (int i = 0; i < RATELIMIT_LOCKS; i++)
         pthread_mutex_init(&rl->locks[i], NULL);
     return rl;

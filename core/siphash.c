@@ -1,7 +1,7 @@
 /*
  * siphash.c - SipHash-2-4 with 64-bit output, and a random key for it.
  *
- * Functions: siphash24(), siphash_key_random().
+ * Functions: siphash24(), siphash_key_random(), siphash_key_table().
  *
  * SECURITY: the key is the secret: callers keep it in process memory only and wipe it when
  * they are done. The hash itself reads len bytes and nothing else; no branch depends on the
@@ -12,6 +12,7 @@
  */
 #include <errno.h>
 #include <sys/random.h>
+#include <time.h>
 
 #include "core/siphash.h"
 
@@ -71,4 +72,18 @@ int siphash_key_random(uint64_t key[2])
     if (n < 0)
         return -errno;
     return n == (ssize_t)(2 * sizeof(key[0])) ? 0 : -EIO;
+}
+
+/* siphash_key_table - siphash_key_random, or, when the kernel gives no randomness, a key
+ * from the clock and salt (an address of the caller's): a table keeps working with a key
+ * nobody outside can read either. */
+void siphash_key_table(uint64_t key[2], const void *salt)
+{
+    struct timespec ts;
+
+    if (siphash_key_random(key) == 0)
+        return;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    key[0] = (uint64_t)ts.tv_nsec * 0x9e3779b97f4a7c15ull ^ (uintptr_t)salt;
+    key[1] = (uint64_t)ts.tv_sec ^ ((uintptr_t)salt << 17);
 }

@@ -15,4 +15,8 @@ uint64_t siphash24(const uint64_t key[2], const void *in, size_t len);
 /* siphash_key_random - fill key from getrandom(); 0, or -errno when the kernel gave none. */
 int siphash_key_random(uint64_t key[2]);
 
+/* siphash_key_table - a key for an in-memory hash table: random, or from the clock and salt
+ * when the kernel has no randomness to give. Never fails. */
+void siphash_key_table(uint64_t key[2], const void *salt);
+
 #endif
