@@ -261,15 +261,16 @@ static struct connlimit *ip_limits_start(const struct rr_config *cfg, bool *fata
      * (more workers than CPUs) leaves the choice to the kernel's hash. */
     for (unsigned c = 0; c < CONNLIMIT_CPUS_MAX; c++)
         cpu_worker[c] = CONNLIMIT_NO_WORKER;
-    for (unsigned i = 0; i < engine.count; i++) {
+    for (unsigned i = 0; i < engine.count && i < CONNLIMIT_WORKERS_MAX; i++) {
         int c = engine.workers[i].cpu;
-        if (c < 0 || c >= CONNLIMIT_CPUS_MAX)
-            continue;
-        cpu_worker[c] = cpu_worker[c] == CONNLIMIT_NO_WORKER ? i : CONNLIMIT_NO_WORKER - 1;
+        if (c >= 0 && c < CONNLIMIT_CPUS_MAX)
+            cpu_worker[c] = i;
     }
-    for (unsigned c = 0; c < CONNLIMIT_CPUS_MAX; c++)
-        if (cpu_worker[c] == CONNLIMIT_NO_WORKER - 1 || cpu_worker[c] >= CONNLIMIT_WORKERS_MAX)
+    for (unsigned i = 0; i < engine.count; i++) {  /* a shared CPU: the kernel's choice */
+        int c = engine.workers[i].cpu;
+        if (c >= 0 && c < CONNLIMIT_CPUS_MAX && cpu_worker[c] != i)
             cpu_worker[c] = CONNLIMIT_NO_WORKER;
+    }
     {
         struct connlimit_net nets[CONNLIMIT_EXEMPT_MAX];
         err = connlimit_load(&cl, &lim, nets, ip_limits_exempt(cfg, nets), cpu_worker,
