@@ -32,7 +32,8 @@
  * input at CONN_IN_BUFS_MAX buffers, replies at CONN_OUT_BYTES; a peer that talks before the
  * greeting, pipelines where it may not, idles or trickles is cut off with a reply, a log line
  * and a counter. A flood of connections over the per-IP limits costs an accept, a send and
- * a close each, and at most one log line per worker per second (IP_REFUSAL_LOG_MS).
+ * a close each, and at most one log line per worker per second (REFUSAL_LOG_MS), as does a
+ * flood past the worker's own connection ceiling.
  *
  * STANDARDS: RFC 5321 (SMTP), RFC 2920 (PIPELINING), RFC 3030 (CHUNKING).
  */
@@ -59,15 +60,15 @@ const char *const smtp_state_name[ST_COUNT] = {
     "closing",
 };
 
-#define IP_REFUSAL_LOG_MS 1000    /* at most one line about per-IP refusals this often */
+#define REFUSAL_LOG_MS 1000       /* at most one line about refusals at accept this often */
 
 /* Worker-private session bookkeeping beyond struct worker. */
 struct server {
     struct conn *wait_head;       /* sessions waiting for buffers or write slots */
     struct txn *txn_free;         /* recycled transactions */
     struct iplimit *iplimit;      /* the per-IP accounting (process-wide) */
-    uint64_t ip_log_ms;           /* when a per-IP refusal was last logged */
-    uint64_t ip_log_suppressed;   /* per-IP refusals not logged since */
+    uint64_t refusal_log_ms;      /* when a refusal at accept was last logged */
+    uint64_t refusals_suppressed; /* refusals at accept not logged since */
 };
 
 static __thread struct server *srv;
@@ -416,31 +417,26 @@ static bool peer_read(int fd, union conn_addr *peer, char *text, size_t cap)
     return true;
 }
 
-/* ip_refuse - a connection over a per-IP limit: 421, close, and a log line unless one went
- * out less than IP_REFUSAL_LOG_MS ago (then it is counted into the next one's suppressed=).
- * A refusal is counted by the accounting itself (iplimit_stats). */
-static void ip_refuse(struct worker *w, int fd, enum iplimit_verdict v, const char *peer_text)
+/* refuse_at_accept - a connection turned away before it has a session (the worker's
+ * ceiling, a per-IP limit): reply (a 421 line) by a non-blocking send, close, and a log
+ * line unless one went out less than REFUSAL_LOG_MS ago (then it is counted into the next
+ * one's suppressed=): a flood must not turn into a stream of lines that blocks the worker
+ * on stderr. The callers count the refusal. */
+static void refuse_at_accept(struct worker *w, int fd, const char *reply, size_t len,
+                             const char *reason, const char *peer_text)
 {
-    static const char conns[] =
-        "421 4.7.0 Too many connections from your address, try again later\r\n";
-    static const char rate[] =
-        "421 4.7.0 Too many connection attempts from your address, try again later\r\n";
-    bool by_rate = v == IPL_REFUSED_RATE;
-
     /* A fresh socket's send buffer is empty: this non-blocking send cannot block. */
-    if (send(fd, by_rate ? rate : conns, by_rate ? sizeof(rate) - 1 : sizeof(conns) - 1,
-             MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
+    if (send(fd, reply, len, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
         (void)0;
     close(fd);
-    if (srv->ip_log_ms && w->now_ms - srv->ip_log_ms < IP_REFUSAL_LOG_MS) {
-        srv->ip_log_suppressed++;
+    if (srv->refusal_log_ms && w->now_ms - srv->refusal_log_ms < REFUSAL_LOG_MS) {
+        srv->refusals_suppressed++;
         return;
     }
     log_event(LOG_WARN, "event=rejected code=421 reason=%s peer=%s worker=%u suppressed=%" PRIu64,
-              iplimit_limit_name[by_rate ? IPL_LIMIT_RATE : IPL_LIMIT_CONNECTIONS], peer_text,
-              w->id, srv->ip_log_suppressed);
-    srv->ip_log_ms = w->now_ms ? w->now_ms : 1;
-    srv->ip_log_suppressed = 0;
+              reason, peer_text, w->id, srv->refusals_suppressed);
+    srv->refusal_log_ms = w->now_ms ? w->now_ms : 1;
+    srv->refusals_suppressed = 0;
 }
 
 /* smtp_server_accept - set up a session for a new socket: the worker's own ceiling, then the
@@ -455,20 +451,26 @@ void smtp_server_accept(struct worker *w, unsigned li, int fd)
     struct conn *c;
 
     metrics_add(&w->m->connections_total[li], 1);
+    have_peer = peer_read(fd, &peer, peer_text, sizeof(peer_text));
     if (!w->conn_free_count || w->stopping) {
         static const char busy[] = "421 4.7.0 Too many connections, try again later\r\n";
-        /* A fresh socket's send buffer is empty: this non-blocking send cannot block. */
-        if (send(fd, busy, sizeof(busy) - 1, MSG_DONTWAIT | MSG_NOSIGNAL) < 0)
-            (void)0;
-        close(fd);
         metrics_add(&w->m->protocol_errors[PROTO_CONN_LIMIT], 1);
-        log_event(LOG_WARN, "event=rejected code=421 reason=connection_limit worker=%u", w->id);
+        refuse_at_accept(w, fd, busy, sizeof(busy) - 1, "connection_limit", peer_text);
         return;
     }
-    have_peer = peer_read(fd, &peer, peer_text, sizeof(peer_text));
     ipv = iplimit_accept(srv->iplimit, cfg, have_peer ? &peer.sa : NULL, w->now_ns);
-    if (ipv == IPL_REFUSED_CONNECTIONS || ipv == IPL_REFUSED_RATE) {
-        ip_refuse(w, fd, ipv, peer_text);
+    if (ipv == IPL_REFUSED_CONNECTIONS) {  /* counted by the accounting (iplimit_stats) */
+        static const char conns[] =
+            "421 4.7.0 Too many connections from your address, try again later\r\n";
+        refuse_at_accept(w, fd, conns, sizeof(conns) - 1,
+                         iplimit_limit_name[IPL_LIMIT_CONNECTIONS], peer_text);
+        return;
+    }
+    if (ipv == IPL_REFUSED_RATE) {
+        static const char rate[] =
+            "421 4.7.0 Too many connection attempts from your address, try again later\r\n";
+        refuse_at_accept(w, fd, rate, sizeof(rate) - 1, iplimit_limit_name[IPL_LIMIT_RATE],
+                         peer_text);
         return;
     }
     c = rr_calloc(1, sizeof(*c));
