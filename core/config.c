@@ -196,7 +196,7 @@ static const struct key_def keys[K_COUNT] = {
     [K_SEGMENT_SIZE] = { "server", "segment_size", T_SIZE, CFG(segment_bytes_max),
                          .min = 64 * KIB, .max = 64 * GIB, .dflt = "64M" },
     [K_COMMIT_DELAY] = { "server", "commit_delay", T_US, CFG(commit_delay_us),
-                         .max = 100000, .dflt = "1ms" },
+                         .max = 100000, .dflt = "0" },
 
     /* [tls] */
     [K_TLS_CERT] = { "tls", "cert", T_PATH, CFG(tls_cert), .dflt = "" },

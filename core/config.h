@@ -92,8 +92,9 @@ struct rr_config {
     char user[64];                /* drop privileges to this user; "" = stay */
     uint64_t spool_min_free_bytes;   /* "spool_min_free", default 64M: below -> 452 4.3.1 */
     uint64_t segment_bytes_max;      /* "segment_size", default 64M: spool segment rotation */
-    uint32_t commit_delay_us;        /* "commit_delay", default 1ms: hold a group fsync back this
-                                        long so more messages share it ("500us", "2ms") */
+    uint32_t commit_delay_us;        /* "commit_delay", default 0: hold a group fsync back this
+                                        long so more messages share it ("500us", "2ms"); 0
+                                        starts it at the end of the loop pass */
 
     /* [listener.NAME]; with no section at all, one listener "default" on 127.0.0.1:2525 */
     struct config_listener listeners[CONFIG_LISTENERS_MAX];

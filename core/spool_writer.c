@@ -53,6 +53,7 @@ struct spool_seg {
     uint32_t writes_inflight;     /* writes (data or commit) not yet completed */
     bool fsync_inflight;          /* a group fdatasync is running */
     bool delay_armed;             /* a commit-delay timeout is running */
+    bool commit_due;              /* without a delay: fsync at the end of this loop pass */
     bool announced;               /* the queue was told of it (queue_segment_ready) */
     uint64_t last_write_ms;       /* monotonic time of the last write submitted */
     uint32_t wait_count;          /* messages on the wait list */
@@ -87,6 +88,7 @@ struct spool_worker {
     uint32_t wop_free_count;
     uint32_t ops_inflight;        /* everything submitted and not completed */
     struct spool_msg_w *deferred; /* failed before any write: done() at the end of the pass */
+    bool commit_due;              /* some segment has commit_due set */
     uint64_t id_ms;               /* logical clock of the last id handed out */
     uint32_t id_seq;              /* ids handed out within id_ms */
 };
@@ -352,21 +354,37 @@ static void defer_finish(struct worker *w, struct spool_msg_w *m, int err)
     w->spool->deferred = m;
 }
 
-/* spool_worker_run_deferred - end of a loop pass: the deferred done() calls. */
+static void group_fsync(struct worker *w, struct spool_seg *g, bool delay_over);
+
+/* spool_worker_run_deferred - end of a loop pass: the deferred done() calls, then the
+ * group commits that became due during the pass. */
 void spool_worker_run_deferred(struct worker *w)
 {
-    struct spool_msg_w *m = w->spool->deferred, *next;
+    struct spool_worker *s = w->spool;
+    struct spool_msg_w *m = s->deferred, *next;
 
-    w->spool->deferred = NULL;
+    s->deferred = NULL;
     for (; m; m = next) {
         next = m->next;
         finish(w, m, m->err);
     }
+    if (!s->commit_due)
+        return;
+    s->commit_due = false;
+    for (unsigned i = 0; i < SPOOL_SEGS_MAX; i++) {
+        struct spool_seg *g = &s->segs[i];
+        if (g->commit_due) {
+            g->commit_due = false;
+            group_fsync(w, g, true);
+        }
+    }
 }
 
-/* group_fsync - start the segment's next group commit if one is due and none runs. With a
- * commit delay, the first waiting message holds the fsync back that long (or until
- * SPOOL_GROUP_MAX messages wait), so that more messages share it. */
+/* group_fsync - start the segment's next group commit if one is due and none runs.
+ * Messages that finish writing while an fsync runs wait for the next one, so under load the
+ * groups grow by themselves. Without a commit delay the fsync starts at the end of the loop
+ * pass, shared by every message whose writes completed in that pass. With a delay, the first
+ * waiting message holds it back that long (or until SPOOL_GROUP_MAX messages wait). */
 static void group_fsync(struct worker *w, struct spool_seg *g, bool delay_over)
 {
     struct io_uring_sqe *sqe;
@@ -383,6 +401,11 @@ static void group_fsync(struct worker *w, struct spool_seg *g, bool delay_over)
             next = m->next;
             finish(w, m, -EIO);
         }
+        return;
+    }
+    if (!delay_us && !delay_over && g->wait_count < SPOOL_GROUP_MAX) {
+        g->commit_due = true;
+        w->spool->commit_due = true;
         return;
     }
     if (delay_us && !delay_over && g->wait_count < SPOOL_GROUP_MAX) {
