@@ -313,7 +313,12 @@ dv_stop() {
 # process it starts inherit the placement), relaying to the sink.
 pf_start() {
     PF_DIR=$WORK/pf.$1.$RUN
-    "${SUT[@]}" bench/postfix-peer.sh start "$PF_DIR" "$PORT_PF" "127.0.0.1:${SINK_PORT:-9}" ||
+    # For d, room for the idle sessions from the start: the master sizes its listen backlog
+    # from the process limit, and a reload would keep the old backlog (connections beyond it
+    # were lost in the kernel's accept queue and never greeted).
+    local limit=100
+    [ "$1" = d ] && limit=$((IDLE_PF + 100))
+    PF_PROCESS_LIMIT=$limit "${SUT[@]}" bench/postfix-peer.sh start "$PF_DIR" "$PORT_PF" "127.0.0.1:${SINK_PORT:-9}" ||
         { echo "compare.sh: Postfix did not start" >&2; exit 1; }
     local pfc=$PF_DIR/config reload=""
     if [ "$1" = c ]; then
@@ -325,10 +330,6 @@ pf_start() {
             "smtpd_sasl_type = dovecot" "smtpd_sasl_path = $DV_DIR/auth-client"
         postconf -c "$pfc" -M "127.0.0.1:$PORT_PF_TLS/inet=127.0.0.1:$PORT_PF_TLS inet n - n - - smtpd -o smtpd_tls_wrappermode=yes -o smtpd_tls_security_level=may -o smtpd_sasl_auth_enable=yes -o smtpd_relay_restrictions=permit_sasl_authenticated,reject"
         postconf -c "$pfc" -M "tlsmgr/unix=tlsmgr unix - - n 1000? 1 tlsmgr"
-        reload=1
-    fi
-    if [ "$1" = d ]; then
-        postconf -c "$pfc" -e "default_process_limit = $((IDLE_PF + 100))"
         reload=1
     fi
     if [ -n "$reload" ]; then

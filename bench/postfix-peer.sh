@@ -12,6 +12,9 @@
 #       With RELAYHOST:PORT: all mail is relayed to [RELAYHOST]:PORT (end-to-end runs).
 #       Without it: "accept-only" mode, every accepted message is kept in the queue
 #       (hold queue) and never delivered - see the comment at ACCEPT-ONLY below.
+#       PF_PROCESS_LIMIT=N in the environment sets default_process_limit (default 100);
+#       the master also sizes its listen backlog from it, so many sessions opened at once
+#       wait in the kernel's queue instead of overflowing it.
 #   bench/postfix-peer.sh stop DIR
 #       "postfix -c DIR/config stop", waits (bounded) for the master to exit, then
 #       kills any process still belonging to this instance (and only this instance).
@@ -95,6 +98,8 @@ instance_pids() {
 cmd_start() {
 	[ $# -eq 2 ] || [ $# -eq 3 ] || usage
 	local dir=$1 port=$2 relay=${3:-} relayhost relay_port mode
+	local process_limit=${PF_PROCESS_LIMIT:-100}
+	case $process_limit in '' | *[!0-9]*) die "PF_PROCESS_LIMIT: not a number" ;; esac
 	[ "$(id -u)" -eq 0 ] || die "must run as root (Postfix master is started as root)"
 	[ -x "$POSTFIX" ] || die "$POSTFIX not found (install the Debian postfix package)"
 	getent passwd "$MAIL_OWNER" >/dev/null || die "user $MAIL_OWNER missing"
@@ -183,7 +188,7 @@ smtp_tls_security_level = none
 smtpd_tls_security_level = none
 
 # No throttling of 50+ concurrent loopback sessions.
-default_process_limit = 100
+default_process_limit = $process_limit
 smtpd_client_connection_count_limit = 0
 smtpd_client_connection_rate_limit = 0
 smtpd_client_message_rate_limit = 0
