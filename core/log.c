@@ -64,12 +64,30 @@ void log_flush(void)
 
 static const char *const level_name[] = { "debug", "info", "warn", "error", "fatal" };
 
+/* stamp_second - "ts=YYYY-MM-DDTHH:MM:SS" of sec into out (>= 32 bytes); the thread keeps
+ * the last one, so a busy thread formats its date once a second, not once a line. */
+static size_t stamp_second(time_t sec, char *out)
+{
+    static __thread time_t cached_sec = -1;
+    static __thread char cached[32];
+    static __thread size_t cached_len;
+    struct tm tm;
+
+    if (sec != cached_sec) {
+        gmtime_r(&sec, &tm);
+        cached_len = strftime(cached, sizeof(cached), "ts=%Y-%m-%dT%H:%M:%S", &tm);
+        cached_sec = sec;
+    }
+    memcpy(out, cached, cached_len);
+    return cached_len;
+}
+
 /* log_event - print one timestamped line to stderr with a single write. */
 void log_event(enum log_level level, const char *fmt, ...)
 {
     char line[LOG_LINE_BYTES_MAX];
     struct timespec ts;
-    struct tm tm;
+    unsigned ms;
     size_t n;
     va_list ap;
     int r;
@@ -77,10 +95,13 @@ void log_event(enum log_level level, const char *fmt, ...)
     if (level == LOG_DEBUG && !log_verbose)
         return;
     clock_gettime(CLOCK_REALTIME, &ts);
-    gmtime_r(&ts.tv_sec, &tm);
-    n = strftime(line, sizeof(line), "ts=%Y-%m-%dT%H:%M:%S", &tm);
-    r = snprintf(line + n, sizeof(line) - n, ".%03ldZ level=%s ", ts.tv_nsec / 1000000,
-                 level_name[level]);
+    n = stamp_second(ts.tv_sec, line);
+    ms = (unsigned)(ts.tv_nsec / 1000000);
+    line[n++] = '.';
+    line[n++] = (char)('0' + ms / 100);
+    line[n++] = (char)('0' + ms / 10 % 10);
+    line[n++] = (char)('0' + ms % 10);
+    r = snprintf(line + n, sizeof(line) - n, "Z level=%s ", level_name[level]);
     n += (size_t)r;
     va_start(ap, fmt);
     r = vsnprintf(line + n, sizeof(line) - n, fmt, ap);
