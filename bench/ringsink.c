@@ -6,6 +6,7 @@
  *   ringsink --listen HOST:PORT[,HOST:PORT...] [--listen ...] [--threads N] [--dump DIR]
  *            [--fail CMD:CODE:ODDS]... [--delay CMD:MS]... [--json] [--hostname NAME]
  *            [--max-size BYTES] [--max-connections N] [--idle-timeout DUR] [--seed N]
+ *            [--no-chunking]
  *
  * Threads: one per CPU this process may run on (or --threads), each pinned, each with its
  * own ring (bench/loop.h) and its own SO_REUSEPORT listening socket per address, so the
@@ -13,15 +14,26 @@
  * The main thread only sets up, waits for signals and prints the counts: SIGTERM or SIGINT
  * stops (each thread closes its sessions and ends), SIGUSR1 prints the counts so far.
  *
- * A session is a small state machine (CMD, DATA, WAIT), fed by one receive at a time into a
- * provided buffer: a buffer is processed command by command and released as soon as it is
- * used up. The session holds on to it (and receives nothing more) while its replies cannot
+ * A session is a small state machine (CMD, DATA, BDAT, WAIT), fed by one receive at a time
+ * into a provided buffer: a buffer is processed command by command and released as soon as
+ * it is used up. The session holds on to it (and receives nothing more) while its replies cannot
  * be queued - the output buffer is full because the peer does not read, a reply is delayed
  * (--delay), or a message is being written (--dump) - so a session holds at most one receive
  * buffer and SINK_OUT_BYTES of replies whatever the peer does. Pipelined commands (RFC 2920)
  * are answered in order, all the replies of one buffer in one send. DATA content goes through
  * the relay's own reader (net/smtp_data.c): dot-unstuffed, bare line ends normalised, counted
  * up to --max-size; only <CRLF>.<CRLF> ends it.
+ *
+ * CHUNKING (RFC 3030; offered unless --no-chunking): BDAT n [LAST], n parsed by the relay's
+ * own parser (smtp_parse_bdat: decimal, at most 19 digits, so 64 bits; anything else is 501
+ * and the connection closes after it, since where the chunk ends is then unknown). The n
+ * bytes after the line are read as the chunk whatever the verdict (a chunk without MAIL, or
+ * without recipients, is read and refused, 503 / 554, and fails the transaction, so later
+ * chunks of it get 503). Chunk content is counted and kept as it came, concatenated: nothing
+ * is unstuffed, normalised or added (a message without a final CRLF is dumped without one),
+ * so a dump shows exactly what the client sent. Messages over --max-size get 552 at LAST.
+ * Each taken chunk but the last is answered "250 2.0.0 n octets received"; the reply to
+ * BDAT LAST is the end-of-data reply.
  *
  * --dump DIR: the content of each accepted message (unstuffed, as it would be stored) goes to
  * DIR/PID-THREAD-SEQ.eml, written with ring operations (openat, write, close: the kernel's
@@ -34,23 +46,27 @@
  * reply; ODDS the chance per command, 0..1 or a percentage ("25%"). Rules are tried in the
  * order given, each with its own draw; the first that hits answers. A 421 closes the
  * connection after the reply. --delay CMD:MS holds the reply to CMD (success or injected
- * failure) for MS milliseconds, on a ring timeout; the session reads nothing meanwhile.
+ * failure) for MS milliseconds, on a ring timeout; the session reads nothing meanwhile. With
+ * BDAT, data is the first chunk of a message (drawn at its command; the chunk is read, then
+ * refused; its reply is held when it is not also the last) and dot the reply to BDAT LAST.
  *
  * Counts: messages, recipients and bytes of the messages answered 250 at the end of data
- * (bytes = stored content, after unstuffing, without the terminator), connections accepted,
- * RCPT commands, and every reply sent, by code.
+ * (bytes = stored content, after unstuffing, without the terminator; with BDAT the chunks'
+ * bytes), connections accepted, RCPT commands, BDAT chunks, and every reply sent, by code.
  *
  * SECURITY: every byte from the network is hostile. Command lines are bounded
  * (SINK_LINE_BYTES_MAX; longer ones are answered 500 and skipped to their line end), message
- * content by --max-size (and smtp_data.c's bounds), replies queued by SINK_OUT_BYTES, bad
- * commands by SINK_ERRORS_MAX per connection (then 421 and close), silence by --idle-timeout,
- * connections by --max-connections. Nothing from the peer reaches a file name; dump files are
+ * content by --max-size (and smtp_data.c's bounds; BDAT content is counted in 64 bits and
+ * kept only up to --max-size, a chunk's size by its digit limit, its bytes are read and
+ * dropped as they come), replies queued by SINK_OUT_BYTES, bad commands by SINK_ERRORS_MAX
+ * per connection (then 421 and close), silence by --idle-timeout, connections by
+ * --max-connections. Nothing from the peer reaches a file name; dump files are
  * created with O_EXCL under the directory given. AUTH is accepted with any credentials (this
  * is a sink, never a real server): the credentials are neither decoded nor kept.
  *
- * STANDARDS: RFC 5321 (commands, replies, 4.5.2 transparency), RFC 2920 PIPELINING, RFC 1870
- * SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 2034 enhanced status codes, RFC 4954 AUTH
- * (PLAIN and LOGIN exchanges, any credentials).
+ * STANDARDS: RFC 5321 (commands, replies, 4.5.2 transparency), RFC 2920 PIPELINING, RFC 3030
+ * CHUNKING, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 2034 enhanced status
+ * codes, RFC 4954 AUTH (PLAIN and LOGIN exchanges, any credentials).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -139,11 +155,13 @@ static struct {
     uint64_t max_connections;     /* all threads together */
     uint64_t idle_ms;             /* --idle-timeout */
     uint64_t seed;                /* 0 = from the clock */
+    bool no_chunking;             /* --no-chunking: no CHUNKING in EHLO, BDAT refused */
 } opt;
 
 enum sess_state {
     SS_CMD,           /* reading command lines */
     SS_DATA,          /* reading message content */
+    SS_BDAT,          /* reading a BDAT chunk */
     SS_WAIT,          /* a reply is held (delay, dump): nothing is read */
 };
 
@@ -157,6 +175,7 @@ struct stats {
     uint64_t faults;              /* replies failed or connections dropped on purpose */
     uint64_t dumped;              /* files written */
     uint64_t dump_errors;         /* files that could not be written (451 sent) */
+    uint64_t chunks;              /* BDAT chunks read (taken or refused) */
     uint64_t codes[BENCH_CODES];  /* replies sent, by code */
 };
 
@@ -182,6 +201,16 @@ struct sess {
     bool mail;                    /* MAIL accepted */
     uint32_t rcpts;               /* RCPT accepted */
     struct smtp_data_reader dr;   /* the content of DATA */
+    bool bdat;                    /* the content is coming by BDAT (RFC 3030) */
+    bool chunk_last;              /* the chunk being read is the last (BDAT n LAST) */
+    bool chunk_held;              /* its reply waits --delay data: the message's first chunk
+                                     (not also its last), or one refused by --fail data */
+    uint64_t chunk_left;          /* bytes of the chunk still to read */
+    uint64_t chunk_bytes;         /* its size */
+    uint64_t bdat_bytes;          /* content of the message so far, all its chunks (counted up
+                                     to max_size + 1: beyond is refused anyway) */
+    const char *chunk_refusal;    /* the reply the chunk gets once read; NULL: taken */
+    uint64_t msg_bytes;           /* content of the message being answered 250 */
     /* the reply held by SS_WAIT */
     uint8_t wait_next;            /* enum sess_state after it */
     bool wait_counts;             /* it is the 250 of a message: count the message then */
@@ -202,6 +231,7 @@ struct sess {
     struct sess *starved_next;    /* the thread's starved list */
     char line[SINK_LINE_BYTES_MAX]; /* the command line (sess_new clears up to here) */
     char out[SINK_OUT_BYTES];     /* replies queued */
+    char refusal[SINK_REPLY_BYTES_MAX]; /* a chunk's drawn failure (chunk_refusal points here) */
 };
 
 struct thread {
@@ -238,6 +268,8 @@ static uint64_t start_ns;
 
 static void sess_close(struct thread *t, struct sess *s);
 static void sess_pump(struct thread *t, struct sess *s);
+static void txn_reset(struct sess *s);
+static void bdat_command(struct thread *t, struct sess *s, const char *arg, size_t len);
 
 /* usage - the help text. */
 static void usage(FILE *f)
@@ -254,6 +286,9 @@ static void usage(FILE *f)
 "                         drop: close without a reply) with chance ODDS (0..1 or N%%);\n"
 "                         repeatable, first hit wins\n"
 "  --delay CMD:MS         hold the reply to CMD for MS milliseconds (repeatable)\n"
+"                         (with BDAT, CMD data is a message's first chunk: read, then\n"
+"                         failed or held; dot is the reply to BDAT LAST)\n"
+"  --no-chunking          do not offer CHUNKING (BDAT is then refused with 502)\n"
 "  --json                 print the counts as one JSON object\n"
 "  --hostname NAME        name in the greeting and EHLO (default ringsink.invalid)\n"
 "  --max-size BYTES       content bytes per message, K/M/G suffixes (default 64M)\n"
@@ -359,9 +394,8 @@ static bool wait_step(struct thread *t, struct sess *s)
     if (s->wait_counts) {
         BENCH_ADD(t->st.messages, 1);
         BENCH_ADD(t->st.recipients, s->rcpts);
-        BENCH_ADD(t->st.bytes, s->dr.bytes);
-        s->mail = false;
-        s->rcpts = 0;
+        BENCH_ADD(t->st.bytes, s->msg_bytes);
+        txn_reset(s);
         s->wait_counts = false;
     }
     reply(t, s, s->pending);
@@ -456,8 +490,7 @@ static void dump_failed(struct thread *t, struct sess *s, int err)
     snprintf(s->pending, sizeof(s->pending), "451 4.3.0 Cannot write the message (ringsink)");
     s->wait_counts = false;
     s->wait_delay = false;
-    s->mail = false;
-    s->rcpts = 0;
+    txn_reset(s);
 }
 
 /* dump_step - a dump operation completed with res. */
@@ -517,6 +550,7 @@ static void txn_reset(struct sess *s)
 {
     s->mail = false;
     s->rcpts = 0;
+    s->bdat = false;
 }
 
 /* ehlo_reply - the EHLO reply. */
@@ -526,8 +560,8 @@ static void ehlo_reply(struct thread *t, struct sess *s)
 
     snprintf(buf, sizeof(buf),
              "250-%s\r\n250-PIPELINING\r\n250-SIZE %llu\r\n250-8BITMIME\r\n250-SMTPUTF8\r\n"
-             "250-ENHANCEDSTATUSCODES\r\n250-AUTH PLAIN LOGIN\r\n250 HELP", opt.hostname,
-             (unsigned long long)opt.max_size);
+             "%s250-ENHANCEDSTATUSCODES\r\n250-AUTH PLAIN LOGIN\r\n250 HELP", opt.hostname,
+             (unsigned long long)opt.max_size, opt.no_chunking ? "" : "250-CHUNKING\r\n");
     reply(t, s, buf);
 }
 
@@ -629,6 +663,8 @@ static void command(struct thread *t, struct sess *s, const char *line, size_t l
             bad_command(t, s, "503 5.5.1 Error: need RCPT command");
         } else if (!s->rcpts) {
             reply(t, s, "554 5.5.1 Error: no valid recipients");
+        } else if (s->bdat) {
+            bad_command(t, s, "503 5.5.1 Error: DATA after BDAT");
         } else {
             /* The reader is set up before the verdict: SS_DATA may follow a delay. */
             smtp_data_init(&s->dr, SMTP_DATA_DOT, true, opt.max_size, 0);
@@ -659,20 +695,26 @@ static void command(struct thread *t, struct sess *s, const char *line, size_t l
     case SMTP_VERB_AUTH:
         auth_start(t, s, cmd.arg, cmd.arg_len);
         break;
-    default:  /* BDAT (not offered), EXPN, anything else */
+    case SMTP_VERB_BDAT:
+        bdat_command(t, s, cmd.arg, cmd.arg_len);
+        break;
+    default:  /* EXPN, anything else */
         bad_command(t, s, "502 5.5.1 Command not implemented");
         break;
     }
 }
 
-/* end_of_data - the terminator came: the verdict on the message. */
-static void end_of_data(struct thread *t, struct sess *s)
+/* end_of_data - the terminator came (or BDAT LAST was read): the verdict on the message of
+ * bytes content bytes. err: too big (the reader stopped storing, or the chunks passed
+ * --max-size). */
+static void end_of_data(struct thread *t, struct sess *s, enum smtp_data_err err,
+                        uint64_t bytes)
 {
     char buf[SINK_REPLY_BYTES_MAX];
     enum verdict v;
 
-    if (s->dr.err != SMTP_DATA_OK) {  /* too big: the reader stopped storing */
-        reply(t, s, smtp_data_reply((enum smtp_data_err)s->dr.err));
+    if (err != SMTP_DATA_OK) {
+        reply(t, s, smtp_data_reply(err));
         txn_reset(s);
         s->st = SS_CMD;
         return;
@@ -696,6 +738,7 @@ static void end_of_data(struct thread *t, struct sess *s)
     }
     snprintf(s->pending, sizeof(s->pending), "250 2.0.0 Ok: queued as %u.%llu (ringsink)",
              t->id, (unsigned long long)(t->seq + 1));
+    s->msg_bytes = bytes;
     s->wait_next = SS_CMD;
     s->wait_counts = true;
     s->wait_delay = opt.delay_ms[CMD_DOT] != 0;
@@ -724,8 +767,110 @@ static size_t data_feed(struct thread *t, struct sess *s, const char *buf, size_
                 dump_append(s, iov[i].iov_base, iov[i].iov_len);
     }
     if (done)
-        end_of_data(t, s);
+        end_of_data(t, s, (enum smtp_data_err)s->dr.err, s->dr.bytes);
     return off;
+}
+
+/* chunk_end - a BDAT chunk was read: its reply. A refused chunk fails the transaction (RFC
+ * 3030 2: later chunks of it get 503); the last one taken is the end of the data. */
+static void chunk_end(struct thread *t, struct sess *s)
+{
+    char buf[SINK_REPLY_BYTES_MAX];
+    bool held = s->chunk_held && opt.delay_ms[CMD_DATA];
+
+    BENCH_ADD(t->st.chunks, 1);
+    s->st = SS_CMD;
+    if (s->chunk_refusal) {
+        snprintf(buf, sizeof(buf), "%s", s->chunk_refusal);
+        txn_reset(s);
+        if (held) {
+            hold(t, s, CMD_DATA, buf, SS_CMD);
+            return;
+        }
+        reply(t, s, buf);
+        if (!strncmp(buf, "421", 3))
+            s->close_after_send = true;
+        return;
+    }
+    if (s->chunk_last) {
+        end_of_data(t, s, s->bdat_bytes > opt.max_size ? SMTP_DATA_TOO_BIG : SMTP_DATA_OK,
+                    s->bdat_bytes);
+        return;
+    }
+    snprintf(buf, sizeof(buf), "250 2.0.0 %llu octets received (ringsink)",
+             (unsigned long long)s->chunk_bytes);
+    if (held)
+        hold(t, s, CMD_DATA, buf, SS_CMD);
+    else
+        reply(t, s, buf);
+}
+
+/* chunk_feed - bytes of a BDAT chunk, up to its size: counted and (--dump) kept exactly as
+ * they came, nothing added or changed; a refused chunk is only read. Returns the bytes
+ * consumed. */
+static size_t chunk_feed(struct thread *t, struct sess *s, const char *buf, size_t len)
+{
+    size_t take = len < s->chunk_left ? len : (size_t)s->chunk_left;
+
+    s->chunk_left -= take;
+    if (!s->chunk_refusal && s->bdat_bytes <= opt.max_size) {
+        if (opt.dump_dir) {
+            uint64_t room = opt.max_size - s->bdat_bytes;
+            dump_append(s, buf, take < room ? take : (size_t)room);
+        }
+        s->bdat_bytes += take;  /* below 2^40 + SINK_BUF_BYTES: no overflow */
+    }
+    if (!s->chunk_left)
+        chunk_end(t, s);
+    return take;
+}
+
+/* bdat_command - BDAT n [LAST] (RFC 3030): the n bytes after the line are the chunk, read as
+ * content whatever the verdict, which is its reply once they are in. The first chunk of a
+ * message stands where DATA would: --fail data is drawn for it (the chunk is then read and
+ * refused; drop closes at once) and --delay data holds its reply, unless it is also the last,
+ * whose reply is the end of data's (--fail dot, --delay dot). */
+static void bdat_command(struct thread *t, struct sess *s, const char *arg, size_t len)
+{
+    uint64_t size;
+    bool last;
+
+    if (opt.no_chunking) {
+        bad_command(t, s, "502 5.5.1 Command not implemented");
+        return;
+    }
+    if (!smtp_parse_bdat(arg, len, &size, &last)) {
+        /* Where the chunk ends is unknown: the rest of the stream cannot be followed. */
+        reply(t, s, "501 5.5.4 Syntax: BDAT size [LAST]");
+        s->close_after_send = true;
+        return;
+    }
+    s->chunk_left = s->chunk_bytes = size;
+    s->chunk_last = last;
+    s->chunk_held = false;
+    s->chunk_refusal = NULL;
+    if (!s->mail) {
+        s->chunk_refusal = "503 5.5.1 Error: need MAIL command";
+    } else if (!s->rcpts) {
+        s->chunk_refusal = "554 5.5.1 Error: no valid recipients";
+    } else if (!s->bdat) {
+        enum verdict v = fault_draw(t, CMD_DATA, s->refusal, sizeof(s->refusal));
+        if (v == V_DROPPED) {
+            drop(t, s);
+            return;
+        }
+        s->bdat = true;
+        s->chunk_held = !last;
+        s->bdat_bytes = 0;
+        s->dump_len = 0;
+        if (v == V_FAILED) {
+            s->chunk_held = true;
+            s->chunk_refusal = s->refusal;
+        }
+    }
+    s->st = SS_BDAT;
+    if (!size)
+        chunk_end(t, s);
 }
 
 /* line_feed - command bytes: complete one line and act on it. Returns the bytes consumed. */
@@ -780,8 +925,9 @@ static void sess_pump(struct thread *t, struct sess *s)
             if (s->send_armed)
                 return;  /* the send's completion frees the room and calls back */
         }
-        s->held_off += (uint32_t)(s->st == SS_DATA ? data_feed(t, s, buf, len)
-                                                   : line_feed(t, s, buf, len));
+        s->held_off += (uint32_t)(s->st == SS_DATA   ? data_feed(t, s, buf, len)
+                                  : s->st == SS_BDAT ? chunk_feed(t, s, buf, len)
+                                                     : line_feed(t, s, buf, len));
         if (s->held_off >= s->held_len) {
             loop_buf_release(&t->lp, s->held_bid);
             s->held = false;
@@ -1232,6 +1378,9 @@ static void parse_args(int argc, char **argv)
         } else if (!strcmp(a, "--json")) {
             opt.json = true;
             takes = false;
+        } else if (!strcmp(a, "--no-chunking")) {
+            opt.no_chunking = true;
+            takes = false;
         } else if (!val) {
             bench_die("%s: missing value (or unknown option; see --help)", a);
         } else if (!strcmp(a, "--listen")) {
@@ -1322,6 +1471,7 @@ static void sum_stats(struct stats *sum)
         sum->faults += BENCH_GET(s->faults);
         sum->dumped += BENCH_GET(s->dumped);
         sum->dump_errors += BENCH_GET(s->dump_errors);
+        sum->chunks += BENCH_GET(s->chunks);
         for (unsigned c = 0; c < BENCH_CODES; c++)
             sum->codes[c] += BENCH_GET(s->codes[c]);
     }
@@ -1337,20 +1487,21 @@ static void print_stats(void)
     if (opt.json) {
         printf("{\"messages\":%llu,\"recipients\":%llu,\"bytes\":%llu,\"connections\":%llu,"
                "\"refused_connections\":%llu,\"rcpt_commands\":%llu,\"faults\":%llu,"
-               "\"dumped\":%llu,\"dump_errors\":%llu,\"seconds\":%.3f,",
+               "\"dumped\":%llu,\"dump_errors\":%llu,\"bdat_chunks\":%llu,\"seconds\":%.3f,",
                (unsigned long long)s.messages, (unsigned long long)s.recipients,
                (unsigned long long)s.bytes, (unsigned long long)s.connections,
                (unsigned long long)s.refused, (unsigned long long)s.rcpt_commands,
                (unsigned long long)s.faults, (unsigned long long)s.dumped,
-               (unsigned long long)s.dump_errors, secs);
+               (unsigned long long)s.dump_errors, (unsigned long long)s.chunks, secs);
         bench_json_codes(stdout, "replies", s.codes);
         printf("}\n");
     } else {
         printf("ringsink: %.1f s  connections %llu  messages %llu  recipients %llu  bytes %llu\n",
                secs, (unsigned long long)s.connections, (unsigned long long)s.messages,
                (unsigned long long)s.recipients, (unsigned long long)s.bytes);
-        printf("ringsink: rcpt commands %llu  faults %llu  refused connections %llu",
-               (unsigned long long)s.rcpt_commands, (unsigned long long)s.faults,
+        printf("ringsink: rcpt commands %llu  bdat chunks %llu  faults %llu  refused "
+               "connections %llu", (unsigned long long)s.rcpt_commands,
+               (unsigned long long)s.chunks, (unsigned long long)s.faults,
                (unsigned long long)s.refused);
         if (opt.dump_dir)
             printf("  dumped %llu  dump errors %llu", (unsigned long long)s.dumped,

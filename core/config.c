@@ -94,7 +94,7 @@ enum key_id {
     K_USER_HOURLY_RECIPIENTS, K_IP_HOURLY_MESSAGES, K_RATE_WINDOW, K_RELAY_HELP,
     K_SMARTHOST, K_DNS_SERVERS, K_SOURCE_ADDRESSES, K_RELAY_TLS, K_RETRY_MIN, K_RETRY_MAX,
     K_QUEUE_LIFETIME, K_RELAY_PORT, K_DEST_CONCURRENCY, K_MSGS_PER_CONN, K_CONNECT_TIMEOUT,
-    K_COMMAND_TIMEOUT, K_RELAY_TLS_CA,
+    K_COMMAND_TIMEOUT, K_RELAY_TLS_CA, K_RELAY_CHUNKING,
     K_BPF_ENABLED, K_BPF_CONNECTIONS_PER_IP, K_BPF_CONNECTS_PER_IP_PER_S, K_BPF_EXEMPT,
     K_COUNT
 };
@@ -281,6 +281,7 @@ static const struct key_def keys[K_COUNT] = {
                             .min = 100, .max = 10 * MS_PER_M, .dflt = "30s" },
     [K_COMMAND_TIMEOUT] = { "relay", "command_timeout", T_MS, CFG(command_timeout_ms),
                             .min = 100, .max = MS_PER_D, .dflt = "300s" },
+    [K_RELAY_CHUNKING] = { "relay", "chunking", T_BOOL, CFG(relay_chunking), .dflt = "yes" },
 
     /* [bpf] */
     [K_BPF_ENABLED] = { "bpf", "enabled", T_ENUM, CFG(bpf), .names = bpf_names,

@@ -155,6 +155,8 @@ struct rr_config {
     uint32_t msgs_per_conn;       /* "messages_per_connection", default 100 */
     uint32_t connect_timeout_ms;  /* "connect_timeout": TCP connect and greeting, default 30s */
     uint32_t command_timeout_ms;  /* "command_timeout": each reply, default 300s */
+    bool relay_chunking;          /* "chunking", default yes: BDAT (RFC 3030) to a next hop
+                                     that offers CHUNKING; no = always DATA */
 
     /* Loaded from the files named above by resources_load() (core/resources.c) on the main
      * thread, and released with the configuration (config_free). Workers read them through

@@ -7,23 +7,31 @@
  * or messages_per_connection is reached, then says QUIT.
  *
  * A connection is a state machine: CONNECT, GREETING, EHLO (HELO when EHLO is refused),
- * STARTTLS and the TLS handshake when both sides want them, READY, then per job TXN (MAIL,
- * RCPT..., DATA; sent as one batch when the peer offers PIPELINING, else one at a time), BODY
- * (content read back from the spool segment with IORING_OP_READ, dot-stuffed by
- * net/smtp_stuff.c into iovecs that point into the read buffer), DOT (the reply to the final
- * dot), RSET, QUIT. Every wait has a deadline: connect_timeout for the connection and the
- * greeting, command_timeout for each reply after that and for the whole TLS handshake.
+ * STARTTLS and the TLS handshake when both sides want them, READY, then per job either
+ *   - DATA: TXN (MAIL, RCPT..., DATA; sent as one batch when the peer offers PIPELINING,
+ *     else one at a time), BODY (content read back from the spool segment with
+ *     IORING_OP_READ, dot-stuffed by net/smtp_stuff.c into iovecs that point into the read
+ *     buffer), DOT (the reply to the final dot); or
+ *   - BDAT, when the peer offers CHUNKING and [relay] chunking is on (the default, as Exim's
+ *     hosts_try_chunking = *): BDAT (MAIL, RCPT..., "BDAT n LAST" and the content as one
+ *     chunk; with PIPELINING the commands and the first 64 KiB of content go in one send, so
+ *     a small message costs one spool read, one send and one round trip). The content goes
+ *     as it is stored: the spool holds it unstuffed with every line ended in CRLF (the DATA
+ *     and BDAT readers of net/smtp_data.c, bounces and notices all store it so), which is
+ *     what a chunk carries, so n is the sum of the stored pieces and nothing is encoded.
+ *     The replies are read as they come, in order, while the content goes; the reply to BDAT
+ *     is the end-of-data reply (RFC 3030 2, 4.2: a server that refused MAIL or every RCPT
+ *     still reads the chunk and refuses it), and a BDAT refused is followed by RSET;
+ * then RSET after a failed transaction, the next job, and QUIT. Every wait has a deadline:
+ * connect_timeout for the connection and the greeting, command_timeout for each reply after
+ * that and for the whole TLS handshake, at least CLIENT_DOT_MS_MIN for the end-of-data reply.
  *
  * Transports: the protocol code sends plaintext pieces and asks for reply bytes through one
- * small vtable (struct oconn_io) and hears back through send_done() and recv_done(). The
- * plaintext transport is the ring's send/sendmsg and receive on the socket, the pieces
- * pointing where they lie (no copy). The TLS transport (tls/tls.h over memory buffers)
- * encrypts the pieces into records - large pieces where they lie, small ones gathered into
- * one record of up to CLIENT_TLS_RECORD_BYTES - sends the ciphertext with the ring, and
- * decrypts received ciphertext into the bytes the reply parser reads. wolfSSL never sees the
- * socket and never blocks. One ring send is in flight at a time, as in plaintext; while it
- * is, more plaintext is encrypted behind it (tls_out() keeps the bytes being sent in place),
- * up to TLS_OUT_BYTES_MAX of ciphertext in all, which bounds what a connection holds.
+ * small vtable (struct oconn_io, net/smtp_client_int.h) and hears back through
+ * oconn_send_done() and oconn_recv_done(). The plaintext transport is here: the ring's
+ * send/sendmsg and receive on the socket, the pieces pointing where they lie (no copy). The
+ * TLS transport is net/smtp_client_tls.c (wolfSSL over memory buffers, the ciphertext on the
+ * same ring operations).
  *
  * [relay] tls: none never says STARTTLS. may (the default) says STARTTLS when the peer offers
  * it; a refused STARTTLS continues in plaintext, and a failed or timed-out handshake is logged,
@@ -50,19 +58,25 @@
  * none of its family the kernel chooses. "ADDRESS%INTERFACE" also binds to the device.
  *
  * STANDARDS: RFC 5321 (3.3, 4.1, 4.2, 4.5.2 transparency, 4.5.3.2 timeouts), RFC 2920
- * PIPELINING, RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8, RFC 3463 status codes,
- * RFC 3207 STARTTLS (4.2: what the server said before TLS is forgotten and EHLO is sent
- * again), RFC 7435 opportunistic security (may), RFC 6125 (host names in certificates).
+ * PIPELINING, RFC 3030 CHUNKING (BDAT), RFC 1870 SIZE, RFC 6152 8BITMIME, RFC 6531 SMTPUTF8,
+ * RFC 3463 status codes, RFC 3207 STARTTLS (4.2: what the server said before TLS is
+ * forgotten and EHLO is sent again), RFC 7435 opportunistic security (may), RFC 6125 (host
+ * names in certificates).
  *
  * SECURITY: every reply byte is from the peer: net/smtp_reply.c parses it with bounded
- * buffers and a malformed reply drops the connection. The content sent is re-encoded by
- * smtp_stuff, so no bare CR or LF and no early end of data can leave the relay. Bytes that
+ * buffers and a malformed reply drops the connection. DATA content is re-encoded by
+ * smtp_stuff, so no bare CR or LF and no early end of data can leave the relay. BDAT content
+ * is counted, not delimited: whatever the bytes, the chunk ends where its size says, and the
+ * size is the sum of the pieces that are read and sent (a short spool read fails the
+ * connection before the chunk is complete, so the peer never takes a truncated message), so
+ * no content can be taken for a command. A reply to BDAT that comes before the whole chunk
+ * was sent is a broken peer: the connection fails and the job is deferred. Bytes that
  * follow the 220 to STARTTLS in the same read (plaintext injected ahead of TLS, the
  * CVE-2011-0411 pattern; a TLS server does not speak first) fail the start of TLS before the
- * handshake begins; nothing read before TLS is used after it. Ciphertext is parsed by wolfSSL;
- * a bad record, an alert or a failed check ends the connection. Every TLS outcome is logged
- * (event=relay_tls, event=relay_tls_failed) and counted (ringrelay_relay_tls_total).
+ * handshake begins; nothing read before TLS is used after it (the TLS side, in
+ * net/smtp_client_tls.c, is described there).
  */
+#include <assert.h>
 #include <errno.h>
 #include <arpa/inet.h>
 #include <inttypes.h>
@@ -77,110 +91,20 @@
 
 #include "core/alloc.h"
 #include "core/log.h"
-#include "core/queue_int.h"
-#include "net/smtp_reply.h"
-#include "net/smtp_stuff.h"
-#include "tls/tls.h"
+#include "net/smtp_client_int.h"
 
-#define CLIENT_IN_BYTES      4096    /* reply bytes received at once */
-#define CLIENT_READ_BYTES    65536   /* content read from the spool at once */
-#define CLIENT_IOV_MAX       64      /* iovecs in one body send */
 #define CLIENT_TARGET_TRIES  5       /* addresses one connection tries (Postfix: 5) */
-#define CLIENT_REPLY_BYTES   512     /* a reply kept for logs and bounces */
 #define CLIENT_IDLE_MS       2000    /* an idle connection waits this long for a job (Postfix's
                                         smtp_connection_cache_time_limit) */
-#define CLIENT_TLS_RX_BYTES  16384   /* ciphertext received at once */
-#define CLIENT_TLS_RECORD_BYTES 16384 /* plaintext gathered into one TLS record (the maximum
-                                        record, RFC 8446 5.1): fewer, larger records */
-
-enum cstate {
-    CS_CONNECT, CS_GREETING, CS_EHLO, CS_HELO, CS_STARTTLS, CS_TLS, CS_READY, CS_TXN, CS_BODY,
-    CS_DOT, CS_RSET, CS_QUIT, CS_CLOSED
-};
+#define CLIENT_DOT_MS_MIN    600000  /* the wait for the reply to the end of data, at least
+                                        (RFC 5321 4.5.3.2.6: 10 minutes) */
 
 static const char *const state_name[] = {
     "connect", "greeting", "EHLO", "HELO", "STARTTLS", "TLS handshake", "ready",
-    "MAIL/RCPT/DATA", "message content", "end of data", "RSET", "QUIT", "closed",
+    "MAIL/RCPT/DATA", "message content", "end of data", "MAIL/RCPT/BDAT", "RSET", "QUIT",
+    "closed",
 };
-
-struct oconn;
-struct otls;
-
-/* The transport under the protocol code: how plaintext goes out and reply bytes come in.
- * Plaintext is the ring's send and receive on the socket; TLS encrypts and decrypts in
- * between. The protocol code calls send and recv and hears back through send_done() (the
- * plaintext bytes that went, or -errno) and recv_done() (reply bytes, or 0 / -errno at the
- * end); sent and received take the ring completions of the connection's send and receive. */
-struct oconn_io {
-    const char *name;             /* "plain", "tls" */
-    /* send - send the plaintext pieces iov[0..n), which stay put until send_done() */
-    void (*send)(struct worker *w, struct oconn *c, const struct iovec *iov, unsigned n);
-    /* recv - the protocol wants reply bytes */
-    void (*recv)(struct worker *w, struct oconn *c);
-    /* sent, received - a ring send or receive of the connection completed with res */
-    void (*sent)(struct worker *w, struct oconn *c, int res);
-    void (*received)(struct worker *w, struct oconn *c, int res);
-};
-
-struct oconn {
-    uint32_t slot, gen;
-    int fd;
-    struct qdest *d;
-    enum cstate st;
-    unsigned target;              /* index in d->targets */
-    unsigned tries;               /* addresses tried */
-    bool greeted;                 /* got past EHLO/HELO once: failures are the job's */
-    char remote[DNS_NAME_BYTES_MAX + 64]; /* "name[addr]:port", for logs */
-    uint32_t ext;                 /* enum smtp_ext of the peer */
-    uint64_t size_max;            /* peer's SIZE, 0 = none */
-    uint32_t ops;                 /* operations in flight */
-    uint32_t attempt;             /* connections made so far: a code path that finds it changed
-                                     after a call knows its socket and TLS state are gone */
-    bool recv_armed, wire_armed, read_armed, connect_armed; /* ring operations in flight */
-    bool sending;                 /* a send of commands or content is under way (the transport
-                                     may take several ring sends for it); ends in send_done */
-    const struct oconn_io *io;    /* transport: plaintext, or TLS once STARTTLS got 220 */
-    struct otls *tls;             /* the TLS transport's state, else NULL */
-    bool tls_skip;                /* no STARTTLS on this address: the plaintext retry after a
-                                     failed handshake in mode may (once per address) */
-    struct iovec cmd_iov;         /* the command bytes being sent: out[out_off..out_len) */
-    bool parsing;                 /* replies in c->in are being read: no receive into it now */
-    bool want_recv;               /* a receive is wanted once parsing is over */
-    bool closing;                 /* no new operations; reaped when ops reach 0 */
-    struct engine_timer timer;    /* deadline of the current wait */
-    struct smtp_reply_parser rp;
-    struct smtp_reply reply;      /* the reply just completed */
-    char in[CLIENT_IN_BYTES];
-    char *out;                    /* commands to send; never changed while it is being sent
-                                     (new commands wait in later) */
-    size_t out_len, out_off, out_cap;
-    char *later;                  /* commands queued while out is being sent */
-    size_t later_len, later_cap;
-    bool body_waits;              /* 354 came before our commands were all sent */
-    bool restart;                 /* trying the next address once the operations drained */
-    bool idle;                    /* in its destination's idle list (d->idle) */
-    struct oconn *idle_next;
-    /* the transaction */
-    struct qjob *job;
-    uint8_t *res;                 /* enum job_rcpt_result per recipient of the job */
-    char **rtext;                 /* reply per recipient (malloc'd) */
-    uint16_t sent;                /* commands of the transaction sent (without pipelining) */
-    uint16_t replied;             /* replies of the transaction read: 0 MAIL, 1..n RCPT, n+1 DATA */
-    uint16_t accepted;            /* recipients the peer took */
-    bool mail_ok;
-    uint32_t msgs;                /* transactions on this connection */
-    /* the content */
-    struct smtp_stuff stuff;
-    uint32_t chunk;               /* next chunk of the message to read */
-    uint64_t chunk_done;          /* bytes of that chunk read */
-    char *rbuf;                   /* CLIENT_READ_BYTES */
-    uint32_t rlen, rpos;          /* bytes read, bytes encoded */
-    struct iovec iov[CLIENT_IOV_MAX];
-    unsigned iov_n, iov_pos;      /* entries filled, first entry not fully sent */
-    struct msghdr mh;
-    bool finished;                /* the terminator is in iov */
-    char why[CLIENT_REPLY_BYTES]; /* why the connection ended early */
-};
+_Static_assert(sizeof(state_name) / sizeof(state_name[0]) == CS_CLOSED + 1, "state names");
 
 struct client {
     struct oconn **conns;         /* by slot */
@@ -195,15 +119,6 @@ struct client {
 
 static __thread struct client *cl;
 
-static void conn_fail(struct worker *w, struct oconn *c, const char *why);
-static void conn_failf(struct worker *w, struct oconn *c, const char *fmt, ...)
-    __attribute__((format(printf, 3, 4)));
-static void recv_done(struct worker *w, struct oconn *c, const char *buf, int res);
-static void send_done(struct worker *w, struct oconn *c, int res);
-static void next_target(struct worker *w, struct oconn *c);
-static void tls_up(struct worker *w, struct oconn *c);
-static void tls_failed(struct worker *w, struct oconn *c, const char *err, bool timeout);
-static void otls_free(struct oconn *c);
 static bool txn_start(struct worker *w, struct oconn *c);
 static void idle_unlink(struct oconn *c);
 static void body_next(struct worker *w, struct oconn *c);
@@ -256,12 +171,6 @@ bool smtp_client_busy(struct worker *w)
 }
 
 /* ---- plumbing ---- */
-
-/* set_deadline - the current wait ends in ms at the latest. */
-static void set_deadline(struct worker *w, struct oconn *c, uint32_t ms)
-{
-    engine_timer_set(w, &c->timer, w->now_ms + ms);
-}
 
 /* conn_reap - free c when it is closing and nothing is in flight. */
 static void conn_reap(struct worker *w, struct oconn *c)
@@ -410,7 +319,7 @@ static void plain_send(struct worker *w, struct oconn *c, const struct iovec *io
 static void plain_sent(struct worker *w, struct oconn *c, int res)
 {
     c->wire_armed = false;
-    send_done(w, c, res);
+    oconn_send_done(w, c, res);
 }
 
 /* plain_recv - receive reply bytes into c->in. */
@@ -431,342 +340,12 @@ static void plain_recv(struct worker *w, struct oconn *c)
 static void plain_received(struct worker *w, struct oconn *c, int res)
 {
     c->recv_armed = false;
-    recv_done(w, c, c->in, res);
+    oconn_recv_done(w, c, c->in, res);
 }
 
 static const struct oconn_io plain_io = {
     "plain", plain_send, plain_recv, plain_sent, plain_received,
 };
-
-/* ---- transport: TLS ---- */
-
-struct otls {
-    struct tls_conn *conn;        /* the session (its ciphertext buffers are in tls.c) */
-    const struct iovec *src;      /* plaintext the protocol is sending (not owned), or NULL */
-    unsigned src_n, src_i;        /* its pieces, and the piece being encrypted */
-    size_t src_off;               /* bytes of that piece encrypted */
-    size_t src_bytes;             /* plaintext bytes of this send: what send_done() hears */
-    uint32_t stage_len;           /* bytes gathered in stage */
-    bool want;                    /* the protocol wants reply bytes */
-    bool pumping;                 /* inside tls_pump: a nested call only sets flags */
-    char rx[CLIENT_TLS_RX_BYTES]; /* ciphertext received, lent to the session (tls_feed) */
-    char plain[CLIENT_IN_BYTES];  /* decrypted reply bytes for the parser */
-    char stage[CLIENT_TLS_RECORD_BYTES]; /* small pieces gathered into one record */
-};
-
-/* otls_free - end c's TLS state, if any (no close_notify: the socket closes next). */
-static void otls_free(struct oconn *c)
-{
-    if (!c->tls)
-        return;
-    tls_conn_free(c->tls->conn);
-    free(c->tls);
-    c->tls = NULL;
-}
-
-/* tls_arm_rx - receive ciphertext (the session has taken everything lent before). */
-static void tls_arm_rx(struct worker *w, struct oconn *c)
-{
-    struct io_uring_sqe *sqe;
-
-    if (c->recv_armed || c->closing || c->restart)
-        return;
-    c->recv_armed = true;
-    c->ops++;
-    sqe = engine_sqe(w);
-    io_uring_prep_recv(sqe, c->fd, c->tls->rx, sizeof(c->tls->rx), 0);
-    io_uring_sqe_set_data64(sqe, engine_ud(OP_OUT_RECV, c->slot, c->gen));
-}
-
-/* tls_encrypt - turn as much of the send's plaintext into records as the session's output
- * buffer takes: a piece of a full record or more where it lies, smaller ones gathered in
- * stage first. 0 (done or the output is full), or TLS_ERROR. */
-static int tls_encrypt(struct otls *t)
-{
-    ssize_t r;
-
-    for (;;) {
-        if (t->src_i < t->src_n) {
-            const struct iovec *v = &t->src[t->src_i];
-            size_t left = v->iov_len - t->src_off;
-            if (!left) {
-                t->src_i++;
-                t->src_off = 0;
-                continue;
-            }
-            if (!t->stage_len && left >= CLIENT_TLS_RECORD_BYTES) {
-                r = tls_write(t->conn, (const char *)v->iov_base + t->src_off,
-                              CLIENT_TLS_RECORD_BYTES);
-                if (r < 0)
-                    return r == TLS_WANT ? 0 : TLS_ERROR;
-                t->src_off += CLIENT_TLS_RECORD_BYTES;
-                continue;
-            }
-            if (t->stage_len < CLIENT_TLS_RECORD_BYTES) {
-                size_t n = CLIENT_TLS_RECORD_BYTES - t->stage_len;
-                if (n > left)
-                    n = left;
-                memcpy(t->stage + t->stage_len, (const char *)v->iov_base + t->src_off, n);
-                t->stage_len += (uint32_t)n;
-                t->src_off += n;
-                continue;
-            }
-        } else if (!t->stage_len) {
-            return 0;
-        }
-        /* stage is full, or the pieces are all in it */
-        r = tls_write(t->conn, t->stage, t->stage_len);
-        if (r < 0)
-            return r == TLS_WANT ? 0 : TLS_ERROR;
-        t->stage_len = 0;
-    }
-}
-
-/* tls_send_more - encrypt what the output buffer takes of the protocol's plaintext, send
- * the ciphertext (one ring send at a time), and when all of it is out tell the protocol
- * (send_done). Called again by each send completion. */
-static void tls_send_more(struct worker *w, struct oconn *c)
-{
-    struct otls *t = c->tls;
-    struct io_uring_sqe *sqe;
-    const void *out;
-    size_t len, n;
-
-    if (c->closing || c->restart)
-        return;
-    if (t->src && tls_encrypt(t) < 0) {
-        tls_failed(w, c, tls_error(t->conn), false);
-        return;
-    }
-    if (c->wire_armed)
-        return;
-    out = tls_out(t->conn, &len);
-    if (len) {
-        c->wire_armed = true;
-        c->ops++;
-        sqe = engine_sqe(w);
-        io_uring_prep_send(sqe, c->fd, out, len, MSG_NOSIGNAL);
-        io_uring_sqe_set_data64(sqe, engine_ud(OP_OUT_SEND, c->slot, c->gen));
-        return;
-    }
-    if (t->src && t->src_i == t->src_n && !t->stage_len) {
-        n = t->src_bytes;
-        t->src = NULL;
-        send_done(w, c, (int)n);  /* last: the protocol may start the next send */
-    }
-}
-
-/* tls_pump - drive the session with what was received: the handshake, then reply bytes for
- * the parser while the protocol wants them. Asks for ciphertext when the session needs it.
- * Every call out of here may end or restart the connection; the loop re-checks, and a
- * changed attempt means c->tls (t) is freed. */
-static void tls_pump(struct worker *w, struct oconn *c)
-{
-    struct otls *t = c->tls;
-    uint32_t attempt = c->attempt;
-    ssize_t n;
-
-    if (t->pumping)
-        return;
-    t->pumping = true;
-    while (c->attempt == attempt && !c->closing && !c->restart) {
-        if (!tls_handshake_done(t->conn)) {
-            enum tls_result r = tls_handshake(t->conn);
-            if (r == TLS_OK) {
-                tls_up(w, c);  /* logs, counts, sends EHLO */
-                continue;
-            }
-            if (r == TLS_WANT && !tls_fed_left(t->conn)) {
-                tls_send_more(w, c);  /* the next flight */
-                if (c->attempt == attempt)
-                    tls_arm_rx(w, c);
-                break;
-            }
-            tls_failed(w, c, r == TLS_WANT ? "handshake stalled with input left"
-                                           : tls_error(t->conn), false);
-            break;
-        }
-        if (!t->want)
-            break;
-        n = tls_read(t->conn, t->plain, sizeof(t->plain));
-        if (n > 0) {
-            t->want = false;  /* recv_done asks again (arm_recv) when it needs more */
-            recv_done(w, c, t->plain, (int)n);
-            continue;
-        }
-        if (n == TLS_WANT && !tls_fed_left(t->conn)) {
-            tls_send_more(w, c);  /* a post-handshake message may have made output */
-            if (c->attempt == attempt)
-                tls_arm_rx(w, c);
-            break;
-        }
-        if (n == TLS_CLOSED)
-            recv_done(w, c, NULL, 0);  /* close_notify: the end of the connection */
-        else
-            tls_failed(w, c, n == TLS_WANT ? "read stalled with input left"
-                                           : tls_error(t->conn), false);
-        break;
-    }
-    if (c->attempt == attempt)
-        t->pumping = false;
-}
-
-/* tls_send - encrypt and send the plaintext pieces iov[0..n). */
-static void tls_send(struct worker *w, struct oconn *c, const struct iovec *iov, unsigned n)
-{
-    struct otls *t = c->tls;
-
-    t->src = iov;
-    t->src_n = n;
-    t->src_i = 0;
-    t->src_off = 0;
-    t->src_bytes = 0;
-    for (unsigned i = 0; i < n; i++)
-        t->src_bytes += iov[i].iov_len;
-    tls_send_more(w, c);
-}
-
-/* tls_sent - ciphertext went (or the connection is lost). */
-static void tls_sent(struct worker *w, struct oconn *c, int res)
-{
-    struct otls *t = c->tls;
-
-    c->wire_armed = false;
-    if (c->closing || c->restart)
-        return;
-    if (res < 0) {
-        if (!tls_handshake_done(t->conn)) {
-            tls_failed(w, c, strerror(-res), false);
-        } else if (t->src) {
-            t->src = NULL;
-            send_done(w, c, res);
-        } else {
-            conn_failf(w, c, "lost connection with %s while sending: %s", c->remote,
-                       strerror(-res));
-        }
-        return;
-    }
-    tls_out_done(t->conn, (size_t)res);
-    tls_send_more(w, c);  /* the rest, what was encrypted behind it, or send_done */
-}
-
-/* tls_recv - the protocol wants reply bytes: decrypt what is there, or receive more. */
-static void tls_recv(struct worker *w, struct oconn *c)
-{
-    c->tls->want = true;
-    tls_pump(w, c);  /* inside tls_pump already: its loop sees want */
-}
-
-/* tls_received - ciphertext arrived (or the end of the connection). */
-static void tls_received(struct worker *w, struct oconn *c, int res)
-{
-    struct otls *t = c->tls;
-
-    c->recv_armed = false;
-    if (c->closing || c->restart)
-        return;
-    if (res <= 0) {
-        if (!tls_handshake_done(t->conn))
-            tls_failed(w, c, res ? strerror(-res) : "connection closed by the server", false);
-        else
-            recv_done(w, c, NULL, res);
-        return;
-    }
-    tls_feed(t->conn, t->rx, (size_t)res);
-    tls_pump(w, c);
-}
-
-static const struct oconn_io tls_io = {
-    "tls", tls_send, tls_recv, tls_sent, tls_received,
-};
-
-/* tls_peer_name - the name the certificate must carry: the MX host or smarthost name; for an
- * [address] smarthost (or a target without a name) the address text, into buf (tls.c sends
- * no SNI for an address, and a verifying context then matches the text, which fails). */
-static const char *tls_peer_name(const struct oconn *c, char *buf, size_t cap)
-{
-    const struct sockaddr_storage *ss = &c->d->targets[c->target];
-
-    if (c->d->target_names[c->target][0])
-        return c->d->target_names[c->target];
-    if (ss->ss_family == AF_INET)
-        inet_ntop(AF_INET, &((const struct sockaddr_in *)ss)->sin_addr, buf, (socklen_t)cap);
-    else
-        inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)ss)->sin6_addr, buf, (socklen_t)cap);
-    return buf;
-}
-
-/* tls_begin - STARTTLS was answered 220 and everything before it is settled: switch the
- * connection to the TLS transport and start the handshake, bounded by command_timeout. */
-static void tls_begin(struct worker *w, struct oconn *c)
-{
-    struct tls_ctx *ctx = w->cfg->tls_client_ctx;
-    char addr[INET6_ADDRSTRLEN] = "";
-    struct otls *t;
-
-    if (!ctx) {  /* the mode changed to none by a reload after STARTTLS was sent */
-        conn_fail(w, c, "local error: no TLS client context");
-        return;
-    }
-    t = rr_calloc(1, sizeof(*t));
-    t->conn = tls_conn_new(ctx, tls_peer_name(c, addr, sizeof(addr)));
-    if (!t->conn) {
-        free(t);
-        conn_fail(w, c, "local error: cannot start a TLS session");
-        return;
-    }
-    c->tls = t;
-    c->io = &tls_io;
-    c->ext = 0;  /* RFC 3207 4.2: what the server said before TLS is forgotten */
-    c->size_max = 0;
-    set_deadline(w, c, w->cfg->command_timeout_ms);
-    tls_pump(w, c);
-}
-
-/* tls_up - the handshake is done: log and count it, then EHLO again (RFC 3207 4.2). */
-static void tls_up(struct worker *w, struct oconn *c)
-{
-    const struct tls_conn *s = c->tls->conn;
-
-    metrics_add(&w->m->relay_tls[tls_resumed(s) ? TLSR_RESUMED : TLSR_SUCCESS], 1);
-    log_event(LOG_INFO, "event=relay_tls remote=%s version=%s cipher=%s verified=%s resumed=%s",
-              log_q(c->remote), log_q(tls_version(s)), log_q(tls_cipher(s)),
-              tls_peer_verified(s) ? "yes" : "no", tls_resumed(s) ? "yes" : "no");
-    c->st = CS_EHLO;
-    smtp_reply_init(&c->rp);
-    out_add(c, "EHLO %s", w->cfg->hostname);
-    flush_out(w, c);
-    arm_recv(w, c);
-    set_deadline(w, c, w->cfg->command_timeout_ms);
-}
-
-/* tls_failed - the TLS session failed (handshake, timeout, bad record): log and count it.
- * A failed handshake in mode may is retried once on a new connection to the same address
- * without STARTTLS; otherwise the connection fails with a 4.7.5 reason (encrypt and verify:
- * the next address, then the destination is deferred). */
-static void tls_failed(struct worker *w, struct oconn *c, const char *err, bool timeout)
-{
-    bool handshake = !c->tls || !tls_handshake_done(c->tls->conn);
-    bool retry = handshake && w->cfg->relay_tls == RELAY_TLS_MAY && !cl->stopping;
-
-    if (c->closing || c->restart)
-        return;
-    metrics_add(&w->m->relay_tls[timeout ? TLSR_TIMEOUT : TLSR_FAILURE], 1);
-    log_event(LOG_INFO, "event=relay_tls_failed remote=%s stage=%s error=%s next=%s",
-              log_q(c->remote), handshake ? "handshake" : "session",
-              log_q(timeout ? "timeout" : err && *err ? err : "unknown"),
-              retry ? "plaintext_retry" : "fail");
-    if (retry) {
-        c->tls_skip = true;
-        next_target(w, c);  /* same address: c->target is unchanged */
-        return;
-    }
-    if (handshake)
-        conn_failf(w, c, "4.7.5 Cannot start TLS: handshake failure with %s: %s", c->remote,
-                   timeout ? "timeout" : err);
-    else
-        conn_failf(w, c, "TLS error with %s: %s", c->remote, err);
-}
 
 /* ---- outcome of a transaction ---- */
 
@@ -858,7 +437,7 @@ static void quit(struct worker *w, struct oconn *c)
     out_add(c, "QUIT");
     flush_out(w, c);
     arm_recv(w, c);
-    set_deadline(w, c, w->cfg->command_timeout_ms);
+    oconn_set_deadline(w, c, w->cfg->command_timeout_ms);
 }
 
 /* next_job - a transaction is over: the next job, else wait a moment for one (connection
@@ -878,7 +457,7 @@ static void next_job(struct worker *w, struct oconn *c)
     c->idle_next = c->d->idle;
     c->d->idle = c;
     arm_recv(w, c);  /* a server that gives up on us meanwhile is noticed */
-    set_deadline(w, c, CLIENT_IDLE_MS);
+    oconn_set_deadline(w, c, CLIENT_IDLE_MS);
 }
 
 /* smtp_client_resume - an idle connection to d takes the next job; false when none idles. */
@@ -894,10 +473,10 @@ bool smtp_client_resume(struct worker *w, struct qdest *d)
     return true;
 }
 
-/* next_target - close this attempt's socket and connect to c->target (the next address, or
+/* oconn_next_target - close this attempt's socket and connect to c->target (the next address, or
  * the same one for the plaintext retry), now or once the operations on the old socket have
  * drained (smtp_client_complete). The TLS state of the old socket ends with it. */
-static void next_target(struct worker *w, struct oconn *c)
+void oconn_next_target(struct worker *w, struct oconn *c)
 {
     if (c->recv_armed || c->wire_armed || c->connect_armed || c->read_armed) {
         c->restart = true;
@@ -921,17 +500,28 @@ static void next_target(struct worker *w, struct oconn *c)
     c->out_len = c->out_off = c->later_len = 0;
     c->body_waits = false;
     c->sending = false;
+    c->sending_iov = false;
+    c->iov_cmds = false;
     otls_free(c);
     c->io = &plain_io;
     try_connect(w, c);
 }
 
-/* conn_fail - the connection ends early. Before the greeting and EHLO were done, the next
+/* content_taken - whether the peer may have taken the job's message: its content went, or
+ * (BDAT, where the content goes with the commands) the peer answered MAIL. Before that a
+ * failure is the connection's, not the message's. */
+static bool content_taken(const struct oconn *c)
+{
+    return c->st == CS_BODY || c->st == CS_DOT || (c->st == CS_BDAT && c->replied > 0);
+}
+
+/* oconn_fail - the connection ends early. Before the greeting and EHLO were done, the next
  * address is tried, and when none is left the destination as a whole failed. After that, a
- * job in progress is deferred; on a connection that already delivered, the failure is the
- * connection's (servers limit messages per connection), so the job goes back to the front of
- * the destination's queue for a fresh connection and the destination is not backed off. */
-static void conn_fail(struct worker *w, struct oconn *c, const char *why)
+ * job in progress is deferred; on a connection that already delivered, a failure before the
+ * peer may have taken the message is the connection's (servers limit messages per
+ * connection), so the job goes back to the front of the destination's queue for a fresh
+ * connection and the destination is not backed off. */
+void oconn_fail(struct worker *w, struct oconn *c, const char *why)
 {
     struct qdest *d = c->d;
 
@@ -944,7 +534,7 @@ static void conn_fail(struct worker *w, struct oconn *c, const char *why)
         if (++c->tries < CLIENT_TARGET_TRIES && c->tries < d->target_count && !cl->stopping) {
             c->target = (c->target + 1) % d->target_count;
             c->tls_skip = false;  /* a new address gets STARTTLS again */
-            next_target(w, c);
+            oconn_next_target(w, c);
             return;
         }
         conn_close(w, c);
@@ -952,7 +542,7 @@ static void conn_fail(struct worker *w, struct oconn *c, const char *why)
         return;
     }
     if (c->job) {
-        if (c->msgs > 0 && c->st != CS_DOT && c->st != CS_BODY) {
+        if (c->msgs > 0 && !content_taken(c)) {
             struct qjob *j = c->job;
             c->job = NULL;
             for (uint16_t k = 0; k < j->count; k++)
@@ -971,8 +561,8 @@ static void conn_fail(struct worker *w, struct oconn *c, const char *why)
     conn_close(w, c);
 }
 
-/* conn_failf - conn_fail with a formatted reason. */
-static void conn_failf(struct worker *w, struct oconn *c, const char *fmt, ...)
+/* oconn_failf - oconn_fail with a formatted reason. */
+void oconn_failf(struct worker *w, struct oconn *c, const char *fmt, ...)
 {
     char why[CLIENT_REPLY_BYTES];
     va_list ap;
@@ -980,10 +570,44 @@ static void conn_failf(struct worker *w, struct oconn *c, const char *fmt, ...)
     va_start(ap, fmt);
     vsnprintf(why, sizeof(why), fmt, ap);
     va_end(ap);
-    conn_fail(w, c, why);
+    oconn_fail(w, c, why);
 }
 
 /* ---- states ---- */
+
+/* content_start - the content of c->job from its first byte. */
+static void content_start(struct oconn *c)
+{
+    smtp_stuff_init(&c->stuff);
+    c->chunk = 0;
+    c->chunk_done = 0;
+    c->rlen = c->rpos = 0;
+    c->iov_n = c->iov_pos = 0;
+    c->iov_cmds = false;
+    c->finished = false;
+    if (!c->rbuf)
+        c->rbuf = rr_malloc(CLIENT_READ_BYTES);
+}
+
+/* content_bytes - the size of a BDAT chunk holding all of m: its content exactly as stored
+ * (unstuffed, CRLF line ends, no terminator; net/smtp_data.h), the sum of its pieces in the
+ * spool, which are what body_next() reads and sends. */
+static uint64_t content_bytes(const struct qmsg *m)
+{
+    uint64_t n = 0;
+
+    for (uint32_t k = 0; k < m->chunk_count; k++)
+        n += m->chunks[k].len;
+    return n;
+}
+
+/* end_reply_ms - how long the reply to the end of the data may take: the reply that a
+ * timeout turns into a duplicate (RFC 5321 4.5.3.2.6: at least 10 minutes). */
+static uint32_t end_reply_ms(const struct worker *w)
+{
+    return w->cfg->command_timeout_ms > CLIENT_DOT_MS_MIN ? w->cfg->command_timeout_ms
+                                                          : CLIENT_DOT_MS_MIN;
+}
 
 /* start_body - 354: send the content (once our commands are all out: a server that answers
  * DATA before it has read the batch must not get content interleaved with commands). */
@@ -995,15 +619,8 @@ static void start_body(struct worker *w, struct oconn *c)
         return;
     }
     c->st = CS_BODY;
-    smtp_stuff_init(&c->stuff);
-    c->chunk = 0;
-    c->chunk_done = 0;
-    c->rlen = c->rpos = 0;
-    c->iov_n = c->iov_pos = 0;
-    c->finished = false;
-    if (!c->rbuf)
-        c->rbuf = rr_malloc(CLIENT_READ_BYTES);
-    set_deadline(w, c, w->cfg->command_timeout_ms);
+    content_start(c);
+    oconn_set_deadline(w, c, w->cfg->command_timeout_ms);
     body_next(w, c);
 }
 
@@ -1011,34 +628,68 @@ static void start_body(struct worker *w, struct oconn *c)
 static void send_iov(struct worker *w, struct oconn *c)
 {
     c->sending = true;
+    c->sending_iov = true;
     c->io->send(w, c, c->iov + c->iov_pos, c->iov_n - c->iov_pos);
 }
 
-/* body_next - encode what was read and send it, read more, or end with the dot. */
+/* fill_data - DATA: what was read, dot-stuffed, and after the last of it the terminator. */
+static void fill_data(struct oconn *c, const struct qmsg *m)
+{
+    if (c->rpos < c->rlen)
+        c->rpos += (uint32_t)smtp_stuff_feed(&c->stuff, c->rbuf + c->rpos, c->rlen - c->rpos,
+                                             c->iov, CLIENT_IOV_MAX, &c->iov_n);
+    if (c->rpos == c->rlen && c->chunk >= m->chunk_count &&
+        smtp_stuff_finish(&c->stuff, c->iov, CLIENT_IOV_MAX, &c->iov_n))
+        c->finished = true;
+}
+
+/* fill_bdat - BDAT: the commands not sent yet (MAIL, RCPT... and BDAT itself with
+ * PIPELINING), then what was read as it lies: the chunk is the stored content, unchanged. */
+static void fill_bdat(struct oconn *c, const struct qmsg *m)
+{
+    if (c->out_off < c->out_len) {
+        c->iov[c->iov_n++] = (struct iovec){ c->out + c->out_off, c->out_len - c->out_off };
+        c->iov_cmds = true;
+    }
+    if (c->rpos < c->rlen) {
+        c->iov[c->iov_n++] = (struct iovec){ c->rbuf + c->rpos, c->rlen - c->rpos };
+        c->rpos = c->rlen;
+    }
+    if (c->chunk >= m->chunk_count)
+        c->finished = true;
+}
+
+/* body_next - send what was read (DATA: stuffed; BDAT: as it is, the first piece behind the
+ * commands), read more, or wait for the end-of-data reply. Reads and sends take turns. */
 static void body_next(struct worker *w, struct oconn *c)
 {
     struct qmsg *m = c->job->m;
 
+    if (c->sending) {  /* BDAT only: an earlier send of commands is still going */
+        c->body_waits = true;
+        return;
+    }
     if (c->rpos < c->rlen || (c->chunk >= m->chunk_count && !c->finished)) {
         c->iov_n = c->iov_pos = 0;
-        if (c->rpos < c->rlen)
-            c->rpos += (uint32_t)smtp_stuff_feed(&c->stuff, c->rbuf + c->rpos, c->rlen - c->rpos,
-                                                 c->iov, CLIENT_IOV_MAX, &c->iov_n);
-        if (c->rpos == c->rlen && c->chunk >= m->chunk_count &&
-            smtp_stuff_finish(&c->stuff, c->iov, CLIENT_IOV_MAX, &c->iov_n))
-            c->finished = true;
+        if (c->st == CS_BDAT)
+            fill_bdat(c, m);
+        else
+            fill_data(c, m);
         if (c->iov_n) {
             send_iov(w, c);
             return;
         }
     }
     if (c->finished) {
-        /* RFC 5321 4.5.3.2.6: at least 10 minutes for the reply to the final dot, which is
-         * the one a timeout turns into a duplicate. */
+        if (c->st == CS_BDAT) {
+            /* The chunk is out; its reply is the last of the transaction's, read in order. */
+            oconn_set_deadline(w, c, c->replied + 1 == c->sent ? end_reply_ms(w)
+                                                               : w->cfg->command_timeout_ms);
+            return;
+        }
         c->st = CS_DOT;
         arm_recv(w, c);
-        set_deadline(w, c, w->cfg->command_timeout_ms > 600000 ? w->cfg->command_timeout_ms
-                                                                : 600000);
+        oconn_set_deadline(w, c, end_reply_ms(w));
         return;
     }
     if (c->chunk < m->chunk_count) {
@@ -1061,8 +712,69 @@ static void body_next(struct worker *w, struct oconn *c)
     }
 }
 
-/* txn_start - MAIL, RCPT..., DATA for c->job (all at once with PIPELINING). false when the
- * job was settled without a transaction (the caller takes the next). */
+/* bdat_begin - "BDAT n LAST" behind the commands in out, and the content as that one chunk
+ * (RFC 3030): nothing goes until the first content is read, then the commands and it go in
+ * one send. */
+static void bdat_begin(struct worker *w, struct oconn *c)
+{
+    out_add(c, "BDAT %" PRIu64 " LAST", content_bytes(c->job->m));
+    c->sent++;
+    c->st = CS_BDAT;
+    content_start(c);
+    arm_recv(w, c);
+    oconn_set_deadline(w, c, w->cfg->command_timeout_ms);
+    body_next(w, c);
+}
+
+/* end_reply - the reply to the end of the content (the final dot, or BDAT LAST) decides for
+ * every recipient the peer took. */
+static void end_reply(struct oconn *c, const char *text)
+{
+    uint16_t code = c->reply.code;
+    uint8_t r = code / 100 == 2 ? JR_OK : code / 100 == 5 ? JR_PERM : JR_TEMP;
+
+    for (uint16_t k = 0; k < c->job->count; k++)
+        if (c->res[k] == JR_OK) {
+            c->res[k] = r;
+            free(c->rtext[k]);
+            c->rtext[k] = rr_strdup(text);
+        }
+}
+
+/* rset - the transaction failed (its job is settled): RSET, then the next job. */
+static void rset(struct worker *w, struct oconn *c)
+{
+    c->st = CS_RSET;
+    c->replied = 0;
+    c->sent = 1;
+    out_add(c, "RSET");
+    flush_out(w, c);
+    arm_recv(w, c);
+    oconn_set_deadline(w, c, w->cfg->command_timeout_ms);
+}
+
+/* bdat_reply - the reply to BDAT LAST: the end-of-data reply (RFC 3030 2). It is due only
+ * once the whole chunk went; one sooner comes from a peer that did not read the chunk, and
+ * the rest of it would reach that peer as commands: the connection fails (the job is
+ * deferred). A refusal - of the message, or of the chunk of a transaction whose MAIL or
+ * every RCPT was refused - is followed by RSET, as a refused DATA is. */
+static void bdat_reply(struct worker *w, struct oconn *c, const char *text)
+{
+    if (c->sending || !c->finished) {
+        oconn_failf(w, c, "reply to BDAT from %s before the chunk was sent: %s", c->remote,
+                    text);
+        return;
+    }
+    end_reply(c, text);
+    job_finish(w, c, text);
+    if (c->reply.code / 100 == 2)
+        next_job(w, c);
+    else
+        rset(w, c);
+}
+
+/* txn_start - MAIL, RCPT..., DATA or BDAT for c->job (all at once with PIPELINING). false
+ * when the job was settled without a transaction (the caller takes the next). */
 static bool txn_start(struct worker *w, struct oconn *c)
 {
     struct qjob *j = c->job;
@@ -1092,6 +804,7 @@ static bool txn_start(struct worker *w, struct oconn *c)
     }
     if (c->ext & SMTP_EXT_SIZE)
         snprintf(size, sizeof(size), " SIZE=%" PRIu64, m->size);
+    c->bdat = (c->ext & SMTP_EXT_CHUNKING) && w->cfg->relay_chunking;
     c->st = CS_TXN;
     out_add(c, "MAIL FROM:<%s>%s%s%s", m->from, size,
             m->body8 && (c->ext & SMTP_EXT_8BITMIME) ? " BODY=8BITMIME" : "",
@@ -1100,16 +813,21 @@ static bool txn_start(struct worker *w, struct oconn *c)
     if (c->ext & SMTP_EXT_PIPELINING) {
         for (uint16_t k = 0; k < j->count; k++)
             out_add(c, "RCPT TO:<%s>", m->rcpts[j->idx[k]].addr);
+        c->sent = (uint16_t)(j->count + 1);
+        if (c->bdat) {
+            bdat_begin(w, c);
+            return true;
+        }
         out_add(c, "DATA");
-        c->sent = (uint16_t)(j->count + 2);
+        c->sent++;
     }
     flush_out(w, c);
     arm_recv(w, c);
-    set_deadline(w, c, w->cfg->command_timeout_ms);
+    oconn_set_deadline(w, c, w->cfg->command_timeout_ms);
     return true;
 }
 
-/* txn_reply - one reply in the transaction: index 0 MAIL, 1..n RCPT, n+1 DATA. */
+/* txn_reply - one reply in the transaction: index 0 MAIL, 1..n RCPT, n+1 DATA or BDAT. */
 static void txn_reply(struct worker *w, struct oconn *c)
 {
     struct qjob *j = c->job;
@@ -1117,7 +835,7 @@ static void txn_reply(struct worker *w, struct oconn *c)
     uint16_t code = c->reply.code;
 
     if (i >= c->sent) {
-        conn_fail(w, c, "more replies than commands (improper pipelining by the server)");
+        oconn_fail(w, c, "more replies than commands (improper pipelining by the server)");
         return;
     }
     char text[CLIENT_REPLY_BYTES];
@@ -1136,6 +854,9 @@ static void txn_reply(struct worker *w, struct oconn *c)
             c->rtext[k] = rr_strdup(text);
             c->accepted += code / 100 == 2;
         }
+    } else if (c->st == CS_BDAT) {
+        bdat_reply(w, c, text);
+        return;
     } else {
         /* DATA */
         if (code == 354 && c->accepted) {
@@ -1152,7 +873,7 @@ static void txn_reply(struct worker *w, struct oconn *c)
             c->sent = 2;
             flush_out(w, c);
             arm_recv(w, c);
-            set_deadline(w, c, w->cfg->command_timeout_ms);
+            oconn_set_deadline(w, c, w->cfg->command_timeout_ms);
             return;
         }
         for (uint16_t k = 0; k < j->count; k++)
@@ -1165,8 +886,9 @@ static void txn_reply(struct worker *w, struct oconn *c)
     }
     if (pipelined) {
         if (c->replied < c->sent) {
+            bool last = c->st == CS_BDAT && c->finished && c->replied + 1 == c->sent;
             arm_recv(w, c);
-            set_deadline(w, c, w->cfg->command_timeout_ms);
+            oconn_set_deadline(w, c, last ? end_reply_ms(w) : w->cfg->command_timeout_ms);
         }
         return;
     }
@@ -1176,6 +898,9 @@ static void txn_reply(struct worker *w, struct oconn *c)
     if (c->sent <= j->count) {
         out_add(c, "RCPT TO:<%s>", j->m->rcpts[j->idx[c->sent - 1]].addr);
         c->sent++;
+    } else if (c->accepted && c->bdat) {
+        bdat_begin(w, c);
+        return;
     } else if (c->accepted) {
         out_add(c, "DATA");
         c->sent++;
@@ -1184,17 +909,11 @@ static void txn_reply(struct worker *w, struct oconn *c)
     }
     flush_out(w, c);
     arm_recv(w, c);
-    set_deadline(w, c, w->cfg->command_timeout_ms);
+    oconn_set_deadline(w, c, w->cfg->command_timeout_ms);
     return;
 reset:
     job_finish(w, c, text);
-    c->st = CS_RSET;
-    c->replied = 0;
-    c->sent = 1;
-    out_add(c, "RSET");
-    flush_out(w, c);
-    arm_recv(w, c);
-    set_deadline(w, c, w->cfg->command_timeout_ms);
+    rset(w, c);
 }
 
 /* ready - greeting and EHLO done: the first job. */
@@ -1232,15 +951,15 @@ static void ehlo_done(struct worker *w, struct oconn *c)
         out_add(c, "STARTTLS");
         flush_out(w, c);
         arm_recv(w, c);
-        set_deadline(w, c, w->cfg->command_timeout_ms);
+        oconn_set_deadline(w, c, w->cfg->command_timeout_ms);
         return;
     }
     if (!c->tls && tls_required(w)) {
         if (!(c->ext & SMTP_EXT_STARTTLS))
-            conn_failf(w, c, "4.7.4 TLS is required, but was not offered by host %s",
-                       c->remote);
+            oconn_failf(w, c, "4.7.4 TLS is required, but was not offered by host %s",
+                        c->remote);
         else
-            conn_failf(w, c, "4.7.5 TLS is required, but no TLS client context is loaded");
+            oconn_failf(w, c, "4.7.5 TLS is required, but no TLS client context is loaded");
         return;
     }
     ready(w, c);
@@ -1259,12 +978,30 @@ static void starttls_reply(struct worker *w, struct oconn *c, const char *text)
     log_event(LOG_INFO, "event=relay_tls_failed remote=%s stage=starttls error=%s next=%s",
               log_q(c->remote), log_q(text), tls_required(w) ? "fail" : "plaintext");
     if (tls_required(w)) {
-        conn_failf(w, c, "4.7.5 TLS is required, but host %s refused to start TLS: %s",
-                   c->remote, text);
+        oconn_failf(w, c, "4.7.5 TLS is required, but host %s refused to start TLS: %s",
+                    c->remote, text);
         return;
     }
     c->tls_skip = true;
     ready(w, c);
+}
+
+/* oconn_ehlo_again - the TLS handshake is done (logged and counted by the transport): the
+ * server's extensions were forgotten, so EHLO again (RFC 3207 4.2). */
+void oconn_ehlo_again(struct worker *w, struct oconn *c)
+{
+    c->st = CS_EHLO;
+    smtp_reply_init(&c->rp);
+    out_add(c, "EHLO %s", w->cfg->hostname);
+    flush_out(w, c);
+    arm_recv(w, c);
+    oconn_set_deadline(w, c, w->cfg->command_timeout_ms);
+}
+
+/* oconn_stopping - the worker is stopping (smtp_client_stop): nothing is retried. */
+bool oconn_stopping(void)
+{
+    return cl->stopping;
 }
 
 /* tls_begin_ready - start TLS if STARTTLS got its 220, the reply parser is done with the
@@ -1272,7 +1009,7 @@ static void starttls_reply(struct worker *w, struct oconn *c, const char *text)
 static void tls_begin_ready(struct worker *w, struct oconn *c)
 {
     if (c->st == CS_TLS && !c->tls && !c->parsing && !c->sending && !c->closing && !c->restart)
-        tls_begin(w, c);
+        otls_begin(w, c);
 }
 
 /* on_reply - a complete reply in state c->st. */
@@ -1284,13 +1021,13 @@ static void on_reply(struct worker *w, struct oconn *c)
     reply_text(c, text, sizeof(text));
     if (code == 421 && c->st != CS_QUIT) {
         /* The server is going away (RFC 5321 3.8): whatever was open is deferred. */
-        conn_fail(w, c, text);
+        oconn_fail(w, c, text);
         return;
     }
     switch (c->st) {
     case CS_GREETING:
         if (code / 100 != 2) {
-            conn_fail(w, c, text);
+            oconn_fail(w, c, text);
             return;
         }
         c->st = CS_EHLO;
@@ -1304,7 +1041,7 @@ static void on_reply(struct worker *w, struct oconn *c)
             return;
         }
         if (code / 100 == 4) {  /* temporary: no point in HELO */
-            conn_fail(w, c, text);
+            oconn_fail(w, c, text);
             return;
         }
         c->st = CS_HELO;
@@ -1312,7 +1049,7 @@ static void on_reply(struct worker *w, struct oconn *c)
         break;
     case CS_HELO:
         if (code / 100 != 2) {
-            conn_fail(w, c, text);
+            oconn_fail(w, c, text);
             return;
         }
         c->ext = 0;
@@ -1322,27 +1059,21 @@ static void on_reply(struct worker *w, struct oconn *c)
         starttls_reply(w, c, text);
         return;
     case CS_TXN:
+    case CS_BDAT:
         txn_reply(w, c);
         return;
-    case CS_DOT: {
-        uint8_t r = code / 100 == 2 ? JR_OK : code / 100 == 5 ? JR_PERM : JR_TEMP;
-        for (uint16_t k = 0; k < c->job->count; k++)
-            if (c->res[k] == JR_OK) {
-                c->res[k] = r;
-                free(c->rtext[k]);
-                c->rtext[k] = rr_strdup(text);
-            }
+    case CS_DOT:
+        end_reply(c, text);
         job_finish(w, c, text);
         next_job(w, c);
         return;
-    }
     case CS_RSET:
         if (++c->replied < c->sent) {  /* the reply to "." before the one to RSET */
             arm_recv(w, c);
             return;
         }
         if (code / 100 != 2) {
-            conn_fail(w, c, text);
+            oconn_fail(w, c, text);
             return;
         }
         next_job(w, c);
@@ -1351,24 +1082,26 @@ static void on_reply(struct worker *w, struct oconn *c)
         conn_close(w, c);
         return;
     default:
-        conn_fail(w, c, "unexpected reply");
+        oconn_fail(w, c, "unexpected reply");
         return;
     }
     flush_out(w, c);
     arm_recv(w, c);
-    set_deadline(w, c, c->st <= CS_GREETING ? w->cfg->connect_timeout_ms
+    oconn_set_deadline(w, c, c->st <= CS_GREETING ? w->cfg->connect_timeout_ms
                                              : w->cfg->command_timeout_ms);
 }
 
 /* ---- completions ---- */
 
-/* recv_done - res reply bytes in buf, from the transport (or the end of the connection:
+/* oconn_recv_done - res reply bytes in buf, from the transport (or the end of the connection:
  * 0, or -errno). */
-static void recv_done(struct worker *w, struct oconn *c, const char *buf, int res)
+void oconn_recv_done(struct worker *w, struct oconn *c, const char *buf, int res)
 {
     size_t off = 0;
     uint32_t attempt = c->attempt;
+    uint32_t msgs;
     enum cstate before;
+    bool more;
 
     if (c->closing || c->restart)
         return;
@@ -1380,7 +1113,7 @@ static void recv_done(struct worker *w, struct oconn *c, const char *buf, int re
         if (c->st == CS_QUIT)
             conn_close(w, c);
         else
-            conn_fail(w, c, why);
+            oconn_fail(w, c, why);
         return;
     }
     c->parsing = true;
@@ -1394,11 +1127,12 @@ static void recv_done(struct worker *w, struct oconn *c, const char *buf, int re
         }
         if (c->reply.err != SMTP_REPLY_OK) {
             c->parsing = false;
-            conn_failf(w, c, "protocol error from %s: %s", c->remote,
-                       smtp_reply_err_name((enum smtp_reply_err)c->reply.err));
+            oconn_failf(w, c, "protocol error from %s: %s", c->remote,
+                        smtp_reply_err_name((enum smtp_reply_err)c->reply.err));
             return;
         }
         before = c->st;
+        msgs = c->msgs;
         on_reply(w, c);  /* first: a 250 to the final dot counts even if junk follows */
         if (c->attempt != attempt || c->restart) {
             c->parsing = false;  /* a new connection is being made: the rest is the old one's */
@@ -1408,13 +1142,17 @@ static void recv_done(struct worker *w, struct oconn *c, const char *buf, int re
             /* Bytes behind the 220: a TLS server does not speak before the ClientHello, and
              * plaintext there would be injected ahead of TLS. TLS failed to start. */
             c->parsing = false;
-            tls_failed(w, c, "data after the 220 to STARTTLS", false);
+            otls_failed(w, c, "data after the 220 to STARTTLS", false);
             return;
         }
-        if (off < (size_t)res && before != CS_TXN && before != CS_RSET && !c->closing) {
+        /* More replies may follow in a batch: of a pipelined transaction (BDAT: not past
+         * the one to BDAT, which ends the transaction), of "." and RSET. */
+        more = before == CS_TXN || before == CS_RSET ||
+               (before == CS_BDAT && c->st == CS_BDAT && c->msgs == msgs);
+        if (off < (size_t)res && !more && !c->closing) {
             /* Replies we did not ask for: a peer talking out of turn is not trusted. */
             c->parsing = false;
-            conn_fail(w, c, "unexpected reply bytes (improper pipelining by the server)");
+            oconn_fail(w, c, "unexpected reply bytes (improper pipelining by the server)");
             return;
         }
     }
@@ -1424,19 +1162,20 @@ static void recv_done(struct worker *w, struct oconn *c, const char *buf, int re
     tls_begin_ready(w, c);
 }
 
-/* send_done - res plaintext bytes of commands or content went out (or -errno). */
-static void send_done(struct worker *w, struct oconn *c, int res)
+/* oconn_send_done - res plaintext bytes of commands or content went out (or -errno). */
+void oconn_send_done(struct worker *w, struct oconn *c, int res)
 {
     c->sending = false;
     if (c->closing || c->restart)
         return;
     if (res < 0) {
-        conn_failf(w, c, "lost connection with %s while sending %s: %s", c->remote,
-                   state_name[c->st], strerror(-res));
+        oconn_failf(w, c, "lost connection with %s while sending %s: %s", c->remote,
+                    state_name[c->st], strerror(-res));
         return;
     }
-    if (c->st == CS_BODY) {
+    if (c->sending_iov) {
         size_t left = (size_t)res;
+        c->sending_iov = false;
         while (c->iov_pos < c->iov_n && left >= c->iov[c->iov_pos].iov_len)
             left -= c->iov[c->iov_pos++].iov_len;
         if (c->iov_pos < c->iov_n) {
@@ -1445,7 +1184,12 @@ static void send_done(struct worker *w, struct oconn *c, int res)
             send_iov(w, c);
             return;
         }
-        set_deadline(w, c, w->cfg->command_timeout_ms);
+        if (c->iov_cmds) {  /* BDAT: the commands went with the content */
+            c->iov_cmds = false;
+            c->out_off = c->out_len;
+            assert(!c->later_len);  /* nothing adds commands while a chunk is being sent */
+        }
+        oconn_set_deadline(w, c, w->cfg->command_timeout_ms);
         body_next(w, c);
         return;
     }
@@ -1458,7 +1202,10 @@ static void send_done(struct worker *w, struct oconn *c, int res)
     }
     if (c->body_waits) {
         c->body_waits = false;
-        start_body(w, c);
+        if (c->st == CS_BDAT)
+            body_next(w, c);
+        else
+            start_body(w, c);
         return;
     }
     tls_begin_ready(w, c);
@@ -1475,7 +1222,7 @@ static void read_done(struct worker *w, struct oconn *c, int res)
         spool_qid_format(c->job->m->qid, qid);
         log_event(LOG_ERROR, "event=spool_error id=%s op=read error=%s", qid,
                   log_q(res < 0 ? strerror(-res) : "short file"));
-        conn_fail(w, c, "local error: the message could not be read from the spool");
+        oconn_fail(w, c, "local error: the message could not be read from the spool");
         return;
     }
     c->rlen = (uint32_t)res;
@@ -1495,13 +1242,13 @@ static void connect_done(struct worker *w, struct oconn *c, int res)
     if (c->closing || c->restart)
         return;
     if (res < 0) {
-        conn_failf(w, c, "connect to %s: %s", c->remote, strerror(-res));
+        oconn_failf(w, c, "connect to %s: %s", c->remote, strerror(-res));
         return;
     }
     c->st = CS_GREETING;
     smtp_reply_init(&c->rp);
     arm_recv(w, c);
-    set_deadline(w, c, w->cfg->connect_timeout_ms);
+    oconn_set_deadline(w, c, w->cfg->connect_timeout_ms);
 }
 
 /* timer_fired - the current wait took too long. */
@@ -1521,12 +1268,12 @@ static void timer_fired(struct worker *w, struct engine_timer *t)
         return;
     }
     if (c->st == CS_TLS && c->tls) {
-        tls_failed(w, c, why, true);  /* a peer that stalls in the handshake */
+        otls_failed(w, c, why, true);  /* a peer that stalls in the handshake */
         conn_reap(w, c);
         return;
     }
     if (!c->greeted) {
-        conn_fail(w, c, why);  /* the next address, or the destination failed */
+        oconn_fail(w, c, why);  /* the next address, or the destination failed */
         conn_reap(w, c);
         return;
     }
@@ -1574,7 +1321,7 @@ void smtp_client_complete(struct worker *w, enum engine_op op, uint32_t slot, ui
     }
     if (c->restart && !c->closing && !c->recv_armed && !c->wire_armed && !c->connect_armed &&
         !c->read_armed)
-        next_target(w, c);
+        oconn_next_target(w, c);
     conn_reap(w, c);
 }
 
@@ -1660,7 +1407,7 @@ static void try_connect(struct worker *w, struct oconn *c)
     smtp_reply_init(&c->rp);
     c->fd = socket(ss->ss_family, SOCK_STREAM | SOCK_CLOEXEC, 0);
     if (c->fd < 0) {
-        conn_failf(w, c, "socket: %s", strerror(errno));
+        oconn_failf(w, c, "socket: %s", strerror(errno));
         return;
     }
     setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1668,7 +1415,7 @@ static void try_connect(struct worker *w, struct oconn *c)
     if (err < 0) {
         char text[INET6_ADDRSTRLEN + CONFIG_IFNAME_BYTES_MAX + 4];
         format_source(src, text, sizeof(text));
-        conn_failf(w, c, "bind to source address %s: %s", text, strerror(-err));
+        oconn_failf(w, c, "bind to source address %s: %s", text, strerror(-err));
         return;
     }
     c->connect_armed = true;
@@ -1676,7 +1423,7 @@ static void try_connect(struct worker *w, struct oconn *c)
     sqe = engine_sqe(w);
     io_uring_prep_connect(sqe, c->fd, (const struct sockaddr *)ss, len);
     io_uring_sqe_set_data64(sqe, engine_ud(OP_OUT_CONNECT, c->slot, c->gen));
-    set_deadline(w, c, w->cfg->connect_timeout_ms);
+    oconn_set_deadline(w, c, w->cfg->connect_timeout_ms);
 }
 
 /* smtp_client_open - a new connection to d (d->conns was counted by the caller). */
@@ -1707,9 +1454,9 @@ void smtp_client_open(struct worker *w, struct qdest *d)
     conn_reap(w, c);  /* the connection may have failed at once */
 }
 
-/* smtp_client_stop - SIGTERM: a connection waiting for the reply to its final dot gets it
- * (so the outcome is recorded, not sent twice); every other one closes now. force: the stop
- * deadline passed, all close. */
+/* smtp_client_stop - SIGTERM: a connection waiting for the reply to the end of its data
+ * (the final dot, or a BDAT chunk sent whole) gets it (so the outcome is recorded, not sent
+ * twice); every other one closes now. force: the stop deadline passed, all close. */
 void smtp_client_stop(struct worker *w, bool force)
 {
     if (!cl)
@@ -1717,7 +1464,8 @@ void smtp_client_stop(struct worker *w, bool force)
     cl->stopping = true;
     for (uint32_t i = 0; i < cl->slots; i++) {
         struct oconn *c = cl->conns[i];
-        if (!c || c->closing || (c->st == CS_DOT && !force))
+        if (!c || c->closing ||
+            ((c->st == CS_DOT || (c->st == CS_BDAT && c->finished)) && !force))
             continue;
         if (c->job)
             job_abort(w, c, "relay shutting down");

@@ -41,7 +41,6 @@
 #include "net/smtp_session.h"
 
 #define S(st) (1u << (st))
-#define BDAT_DIGITS_MAX 19        /* chunk sizes below 10^19 fit in 64 bits */
 #define ANY_SESSION (S(ST_INIT) | S(ST_READY) | S(ST_MAIL))
 
 /* One command being handled: the split line and what check() parsed out of it. */
@@ -300,28 +299,6 @@ static void proceed_data(struct conn *c, struct cmd_ctx *x)
     conn_reply(c, "354 End data with <CR><LF>.<CR><LF>");
 }
 
-/* parse_bdat - "n" or "n LAST". */
-static bool parse_bdat(const char *a, size_t len, uint64_t *size, bool *last)
-{
-    size_t i = 0;
-    uint64_t v = 0;
-
-    while (i < len && a[i] >= '0' && a[i] <= '9' && i < BDAT_DIGITS_MAX)
-        v = v * 10 + (uint64_t)(a[i++] - '0');
-    if (!i || (i < len && a[i] != ' '))
-        return false;
-    while (i < len && a[i] == ' ')
-        i++;
-    *last = false;
-    if (i < len) {
-        if (len - i != 4 || strncasecmp(a + i, "LAST", 4))
-            return false;
-        *last = true;
-    }
-    *size = v;
-    return true;
-}
-
 /* start_chunk - read a BDAT chunk, storing it or (discard) only counting it. */
 static void start_chunk(struct conn *c, struct cmd_ctx *x, const char *refusal)
 {
@@ -338,7 +315,7 @@ static void start_chunk(struct conn *c, struct cmd_ctx *x, const char *refusal)
 
 static bool check_bdat(struct conn *c, struct cmd_ctx *x)
 {
-    if (!parse_bdat(x->cmd.arg, x->cmd.arg_len, &x->chunk_bytes, &x->chunk_last)) {
+    if (!smtp_parse_bdat(x->cmd.arg, x->cmd.arg_len, &x->chunk_bytes, &x->chunk_last)) {
         /* The chunk length is unknown: the stream cannot be followed any more. */
         conn_reply(c, "501 5.5.4 Syntax: BDAT size [LAST]");
         conn_rejected(c, "501 5.5.4", "syntax");

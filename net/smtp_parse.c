@@ -11,6 +11,7 @@
  *   smtp_cmd_parse()   split a command line into verb and argument (verb table below)
  *   smtp_parse_mail()  "FROM:<path> [SIZE= BODY= SMTPUTF8 AUTH=]"
  *   smtp_parse_rcpt()  "TO:<path>"; no RCPT parameter is offered
+ *   smtp_parse_bdat()  "n [LAST]", the size of a chunk
  *   smtp_parse_reply() the reply line for a result (reply table below)
  *   smtp_verb_name()   a verb's upper-case name
  *
@@ -25,8 +26,9 @@
  * STANDARDS
  *   RFC 5321 2.4 (verbs and keywords without regard to case), 4.1.1 (command syntax), 4.1.2
  *   (esmtp-param); RFC 1870 (SIZE); RFC 6152 (BODY=8BITMIME); RFC 3030 (BODY=BINARYMIME, not
- *   offered); RFC 4954 5 (AUTH=, accepted and ignored); RFC 3461 4 (xtext); RFC 6531 3.3 and
- *   3.4 (SMTPUTF8); RFC 3463 (enhanced status codes in the reply table).
+ *   offered; 2, the BDAT argument); RFC 4954 5 (AUTH=, accepted and ignored); RFC 3461 4
+ *   (xtext); RFC 6531 3.3 and 3.4 (SMTPUTF8); RFC 3463 (enhanced status codes in the reply
+ *   table).
  */
 #include <string.h>
 
@@ -358,6 +360,30 @@ enum smtp_parse_err smtp_cmd_parse(const char *line, size_t len, struct smtp_cmd
         }
     }
     return SMTP_PARSE_UNKNOWN_COMMAND;
+}
+
+/* smtp_parse_bdat - "n" or "n LAST" (see smtp_parse.h). */
+bool smtp_parse_bdat(const char *arg, size_t len, uint64_t *size, bool *last)
+{
+    size_t i = 0;
+    uint64_t v = 0;
+
+    if (!arg)
+        len = 0;
+    while (i < len && arg[i] >= '0' && arg[i] <= '9' && i < SMTP_BDAT_DIGITS_MAX)
+        v = v * 10 + (uint64_t)(arg[i++] - '0');
+    if (!i || (i < len && arg[i] != ' '))
+        return false;
+    while (i < len && arg[i] == ' ')
+        i++;
+    *last = false;
+    if (i < len) {
+        if (len - i != 4 || !smtp_ascii_caseeq((const unsigned char *)arg + i, "LAST", 4))
+            return false;
+        *last = true;
+    }
+    *size = v;
+    return true;
 }
 
 /* smtp_verb_name - upper-case name of a verb ("UNKNOWN" when out of range). */

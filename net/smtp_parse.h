@@ -16,6 +16,7 @@
 #define SMTP_LOCAL_BYTES_MAX   64       /* RFC 5321 4.5.3.1.1 */
 #define SMTP_DOMAIN_BYTES_MAX  255      /* RFC 5321 4.5.3.1.2 */
 #define SMTP_PATH_BYTES_MAX    256      /* RFC 5321 4.5.3.1.3, including the angle brackets */
+#define SMTP_BDAT_DIGITS_MAX   19       /* BDAT chunk sizes below 10^19 fit in 64 bits */
 
 enum smtp_verb {
     SMTP_VERB_UNKNOWN = 0,
@@ -91,6 +92,11 @@ enum smtp_parse_err smtp_parse_mail(const char *arg, size_t len, uint64_t messag
  * <Postmaster> (no domain) is accepted. smtputf8 says whether the transaction declared it. */
 enum smtp_parse_err smtp_parse_rcpt(const char *arg, size_t len, bool smtputf8,
                                     struct smtp_addr *to);
+
+/* smtp_parse_bdat - parse the argument of BDAT: "n" or "n LAST" (RFC 3030 2: the chunk size
+ * in decimal, at most SMTP_BDAT_DIGITS_MAX digits, so that it fits in 64 bits; LAST without
+ * regard to case). false for anything else: the caller cannot know where the chunk ends. */
+bool smtp_parse_bdat(const char *arg, size_t len, uint64_t *size, bool *last);
 
 /* smtp_parse_reply - the full reply line (code, enhanced code, text, no CRLF) for err.
  * for_mail selects 5.1.7 (sender) instead of 5.1.3 (recipient) for address errors. */

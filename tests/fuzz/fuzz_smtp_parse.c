@@ -2,7 +2,8 @@
  * fuzz_smtp_parse.c - libFuzzer target for net/smtp_parse.c.
  *
  * The input is taken as a command line (smtp_cmd_parse) and, whole and as the command's
- * argument, as the argument of MAIL and of RCPT. Invariants asserted on every output:
+ * argument, as the argument of MAIL, of RCPT and of BDAT (an accepted size, written back,
+ * parses to itself). Invariants asserted on every output:
  * text is a C string of len bytes, len <= SMTP_PATH_BYTES_MAX, local_len <= len,
  * smtp_domain_of() points inside text, an error leaves an empty address, the argument of a
  * command lies inside the line, and an accepted address's canonical text parses back to
@@ -92,6 +93,23 @@ static void parse_arg(const char *arg, size_t len, uint64_t size_max)
     }
 }
 
+/* check_bdat - the argument as BDAT's: an accepted one, written back, parses to itself. */
+static void check_bdat(const char *arg, size_t len)
+{
+    char line[48];
+    uint64_t size, again;
+    bool last, last_again;
+    int n;
+
+    if (!smtp_parse_bdat(arg, len, &size, &last))
+        return;
+    assert(len > 0 && arg[0] >= '0' && arg[0] <= '9');
+    n = snprintf(line, sizeof(line), "%llu%s", (unsigned long long)size, last ? " LAST" : "");
+    assert(n > 0 && (size_t)n < sizeof(line));
+    assert(smtp_parse_bdat(line, (size_t)n, &again, &last_again));
+    assert(again == size && last_again == last);
+}
+
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 {
     char *buf = malloc(size ? size : 1);
@@ -108,12 +126,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     assert(cmd.arg >= buf && cmd.arg + cmd.arg_len <= buf + size);
     assert(cmd.arg_len == 0 || (cmd.arg[0] != ' ' && cmd.arg[cmd.arg_len - 1] != ' '));
     assert(smtp_verb_name(cmd.verb) != NULL);
-    if (err == SMTP_PARSE_OK)
+    if (err == SMTP_PARSE_OK) {
         parse_arg(cmd.arg, cmd.arg_len, 1000);
+        check_bdat(cmd.arg, cmd.arg_len);
+    }
 
     /* The whole input as an argument too: the parsers must not rely on smtp_cmd_parse()
      * having refused control bytes first. */
     parse_arg(buf, size, 0);
+    check_bdat(buf, size);
 
     free(buf);
     return 0;

@@ -7,7 +7,9 @@ Outbound-delivery peers for the system tests: real programs started on loopback 
              earlier dump (smtp-sink's file names come from a time-seeded generator).
   RawSink    a tiny SMTP server in Python that records the DATA section exactly as it came
              over the wire (smtp-sink's dumps turn CRLF into LF and undo the dot-stuffing,
-             so they cannot show the line ends or the stuffing).
+             so they cannot show the line ends or the stuffing); with chunking=True it
+             offers CHUNKING and records BDAT chunks as they came (smtp-sink offers no
+             CHUNKING, so the relay always uses DATA with it).
   TlsSink    the same with STARTTLS (Python's ssl module): records the TLS version, cipher
              and SNI of each connection, and can break the handshake on purpose (garbage,
              close, stall after the 220).
@@ -394,17 +396,46 @@ class RawTransaction:
     def __init__(self):
         self.mail = None
         self.rcpts = []
-        self.data = b""            # DATA section as sent, dot-stuffed, without the final ".\r\n"
+        self.data = b""            # DATA section as sent, dot-stuffed, without the final ".\r\n";
+                                   # with BDAT the chunks' bytes as sent, one after the other
         self.commands = []         # raw command lines, CRLF included
+        self.bdat = False          # the content came by BDAT
+        self.chunks = []           # BDAT chunk sizes, in order
+
+
+BDAT_RE = re.compile(rb"(?i)^BDAT ([0-9]{1,19})( +LAST)? *$")
+
+
+def serve_bdat(line, tx, readexact, sendall, done):
+    """BDAT n [LAST] (RFC 3030) on a sink that offers CHUNKING: read the n bytes after the line
+    as a chunk of tx and answer; done(tx) at LAST. False when the line is no valid BDAT (501
+    sent: the stream cannot be followed)."""
+    m = BDAT_RE.match(line.rstrip(b"\r\n"))
+    if not m:
+        sendall(b"501 5.5.4 Syntax: BDAT size [LAST]\r\n")
+        return False
+    chunk = readexact(int(m.group(1)))
+    tx.bdat = True
+    tx.chunks.append(len(chunk))
+    tx.data += chunk
+    if m.group(2):
+        done(tx)
+        sendall(b"250 2.0.0 Ok: chunked\r\n")
+    else:
+        sendall(b"250 2.0.0 %d octets received\r\n" % len(chunk))
+    return True
 
 
 class RawSink:
-    """Answers 250 to everything (EHLO: PIPELINING, 8BITMIME, SMTPUTF8) and records each
-    transaction's DATA section byte for byte."""
+    """Answers 250 to everything (EHLO: PIPELINING unless not pipelining, 8BITMIME, SMTPUTF8,
+    and CHUNKING when chunking) and records each transaction's DATA section (or BDAT chunks)
+    byte for byte."""
 
-    def __init__(self, host="127.0.0.1", port=None):
+    def __init__(self, host="127.0.0.1", port=None, chunking=False, pipelining=True):
         self.host = host
         self.port = port or free_port()
+        self.chunking = chunking
+        self.pipelining = pipelining
         self.transactions = []
         self.bad_lines = []        # command lines without CRLF
         self.lock = threading.Lock()
@@ -441,6 +472,20 @@ class RawSink:
                 buf += chunk
             line, buf = buf.split(b"\n", 1)
             return line + b"\n"
+
+        def readexact(n):
+            nonlocal buf
+            while len(buf) < n:
+                chunk = c.recv(65536)
+                if not chunk:
+                    raise EOFError
+                buf += chunk
+            data, buf = buf[:n], buf[n:]
+            return data
+
+        def done(t):
+            with self.lock:
+                self.transactions.append(t)
         try:
             c.sendall(b"220 raw.sink.test ESMTP\r\n")
             while True:
@@ -451,8 +496,11 @@ class RawSink:
                         self.bad_lines.append(line)
                 verb = line.strip().split(b" ", 1)[0].upper()
                 if verb == b"EHLO":
-                    c.sendall(b"250-raw.sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
-                              b"250-SMTPUTF8\r\n250 ENHANCEDSTATUSCODES\r\n")
+                    c.sendall(b"250-raw.sink.test\r\n"
+                              + (b"250-PIPELINING\r\n" if self.pipelining else b"")
+                              + b"250-8BITMIME\r\n250-SMTPUTF8\r\n"
+                              + (b"250-CHUNKING\r\n" if self.chunking else b"")
+                              + b"250 ENHANCEDSTATUSCODES\r\n")
                 elif verb == b"HELO":
                     c.sendall(b"250 raw.sink.test\r\n")
                 elif verb == b"MAIL":
@@ -475,6 +523,9 @@ class RawSink:
                     with self.lock:
                         self.transactions.append(tx)
                     c.sendall(b"250 2.0.0 Ok: raw\r\n")
+                elif verb == b"BDAT" and self.chunking:
+                    if not serve_bdat(line, tx, readexact, c.sendall, done):
+                        return
                 elif verb == b"QUIT":
                     c.sendall(b"221 2.0.0 Bye\r\n")
                     return
@@ -523,9 +574,10 @@ class TlsConn:
 
 
 class TlsSink:
-    """Answers 250 to everything (EHLO: PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES and, when
-    starttls, STARTTLS until TLS is on) and records each transaction's DATA section byte for
-    byte (RawTransaction, plus .tls: the TLS version it came over, None in plaintext).
+    """Answers 250 to everything (EHLO: PIPELINING, 8BITMIME, ENHANCEDSTATUSCODES, CHUNKING
+    when chunking and, when starttls, STARTTLS until TLS is on) and records each transaction's
+    DATA section (or BDAT chunks) byte for byte (RawTransaction, plus .tls: the TLS version it
+    came over, None in plaintext).
 
     handshake: what follows the 220 to STARTTLS on the first bad_conns connections (None:
     every connection); later ones do a real handshake.
@@ -541,10 +593,11 @@ class TlsSink:
     """
 
     def __init__(self, cert, key, host="127.0.0.1", port=None, starttls=True, handshake="ok",
-                 bad_conns=None, min_version=None, max_version=None):
+                 bad_conns=None, min_version=None, max_version=None, chunking=False):
         self.host = host
         self.port = port or free_port()
         self.starttls = starttls
+        self.chunking = chunking
         self.handshake = handshake
         self.bad_conns = bad_conns
         self.ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
@@ -622,6 +675,20 @@ class TlsSink:
                 buf += chunk
             line, buf = buf.split(b"\n", 1)
             return line + b"\n"
+
+        def readexact(n):
+            nonlocal buf
+            while len(buf) < n:
+                chunk = sock.recv(65536)
+                if not chunk:
+                    raise EOFError
+                buf += chunk
+            data, buf = buf[:n], buf[n:]
+            return data
+
+        def done(t):
+            with self.lock:
+                self.transactions.append(t)
         try:
             sock.sendall(b"220 tls.sink.test ESMTP\r\n")
             while True:
@@ -636,6 +703,7 @@ class TlsSink:
                     offer = self.starttls and conn.tls is None
                     sock.sendall(b"250-tls.sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n"
                                  + (b"250-STARTTLS\r\n" if offer else b"")
+                                 + (b"250-CHUNKING\r\n" if self.chunking else b"")
                                  + b"250 ENHANCEDSTATUSCODES\r\n")
                 elif verb == b"HELO":
                     sock.sendall(b"250 tls.sink.test\r\n")
@@ -695,6 +763,9 @@ class TlsSink:
                     with self.lock:
                         self.transactions.append(tx)
                     sock.sendall(b"250 2.0.0 Ok: tls sink\r\n")
+                elif verb == b"BDAT" and self.chunking:
+                    if not serve_bdat(line, tx, readexact, sock.sendall, done):
+                        return
                 elif verb == b"QUIT":
                     sock.sendall(b"221 2.0.0 Bye\r\n")
                     return
@@ -863,8 +934,8 @@ class Peers:
             s.start(*flags)
         return s
 
-    def raw_sink(self, host="127.0.0.1", port=None):
-        s = RawSink(host=host, port=port)
+    def raw_sink(self, host="127.0.0.1", port=None, chunking=False, pipelining=True):
+        s = RawSink(host=host, port=port, chunking=chunking, pipelining=pipelining)
         self.items.append(s)
         return s
 

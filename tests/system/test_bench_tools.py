@@ -6,7 +6,8 @@ Checked: the counts of both sides agree (messages, recipients, bytes); the JSON 
 on the last line; --per-connection, --recipients, --size lists and ranges, --body, --no-pipelining
 and --rate do what they say; ringsink's fault injection shows up as the asked reply codes in
 ringbench's replies (bounds loose enough never to flake); --dump writes each message's content
-to its own file; STARTTLS and implicit TLS with AUTH PLAIN against ringrelay, certificate
+to its own file; ringsink's BDAT (chunks counted and dumped as sent, refused chunks read,
+garbage sizes 501 and close, --no-chunking, faults and delays at the chunks); STARTTLS and implicit TLS with AUTH PLAIN against ringrelay, certificate
 checks with --ca; errors by kind (refused connection, timeout, protocol, auth, tls); hostile
 peers on both sides. Nothing is timed except lower bounds that a delay guarantees.
 
@@ -57,9 +58,9 @@ pytestmark = pytest.mark.skipif(not (os.path.exists(RINGBENCH) and os.path.exist
 class Sink:
     """A ringsink on 127.0.0.1 (port 0: it picks one and says which on its ready line)."""
 
-    def __init__(self, workdir, *args, threads=2):
+    def __init__(self, workdir, *args, threads=2, port=0):
         self.workdir = workdir
-        self.args = ["--listen", "127.0.0.1:0", "--threads", str(threads), "--json"] + \
+        self.args = ["--listen", "127.0.0.1:%d" % port, "--threads", str(threads), "--json"] + \
             [str(a) for a in args]
         self.out_path = os.path.join(workdir, "sink.%d.out" % id(self))
         self.err_path = os.path.join(workdir, "sink.%d.err" % id(self))
@@ -405,7 +406,7 @@ def test_starttls_injection_refused():
 
 
 def test_sink_hostile_client(sinks):
-    s = sinks("--threads", 1)
+    s = sinks("--threads", 1, "--no-chunking")     # BDAT not offered: 502
     with socket.create_connection(("127.0.0.1", s.port), timeout=10 * SLACK) as c:
         f = c.makefile("rb")
         assert f.readline().startswith(b"220 ")
@@ -431,6 +432,146 @@ def test_sink_hostile_client(sinks):
     got = s.stop()                                              # exits despite the flood
     flood.close()
     assert got["messages"] == 20, got
+
+
+# ---------------------------------------------------------------------------------------------
+# ringsink's CHUNKING (RFC 3030)
+
+def sink_session(port):
+    """A raw connection to a sink, greeted and EHLO'd; returns (socket, reader, EHLO lines)."""
+    c = socket.create_connection(("127.0.0.1", port), timeout=10 * SLACK)
+    f = c.makefile("rb")
+    assert f.readline().startswith(b"220 ")
+    c.sendall(b"EHLO client.example\r\n")
+    ehlo = []
+    while True:
+        line = f.readline()
+        assert line.startswith(b"250"), line
+        ehlo.append(line[4:].strip().upper())
+        if line[3:4] == b" ":
+            return c, f, ehlo
+
+
+def test_sink_bdat_chunks_counted_and_dumped(sinks, tmp_path):
+    """Chunks of any size (0 too) make one message; the dump is their bytes exactly as sent
+    (no unstuffing, no CRLF added); a chunk without MAIL or recipients is read and refused, so
+    the stream stays in step; DATA after BDAT is refused."""
+    dump = str(tmp_path / "dump")
+    s = sinks("--threads", 1, "--dump", dump)
+    c, f, ehlo = sink_session(s.port)
+    assert b"CHUNKING" in ehlo, ehlo
+    parts = [b"Subject: chunks\r\n\r\n", b".leading dot\r\n..two\r\n.\r\n", b"",
+             b"bare\nLF and a ", b"last line without CRLF"]
+    wire = b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nRCPT TO:<c@example.net>\r\n"
+    for i, p in enumerate(parts):
+        wire += b"BDAT %d%s\r\n" % (len(p), b" LAST" if i == len(parts) - 1 else b"") + p
+    c.sendall(wire)
+    assert f.readline().startswith(b"250 2.1.0") and f.readline().startswith(b"250 2.1.5")
+    assert f.readline().startswith(b"250 2.1.5")
+    for p in parts[:-1]:
+        assert f.readline().startswith(b"250 2.0.0 %d octets received" % len(p))
+    assert f.readline().startswith(b"250 2.0.0 Ok: queued as ")
+    # refused chunks are read all the same: the next command is understood
+    c.sendall(b"BDAT 13\r\nRCPT TO:<x>\r\nNOOP\r\n")
+    assert f.readline().startswith(b"503 5.5.1 Error: need MAIL")
+    assert f.readline().startswith(b"250 ")
+    c.sendall(b"MAIL FROM:<a@example.com>\r\nBDAT 6 LAST\r\nDATA\r\nRSET\r\n")
+    assert f.readline().startswith(b"250 2.1.0")
+    assert f.readline().startswith(b"554 5.5.1 Error: no valid recipients")
+    assert f.readline().startswith(b"250 ")                 # the chunk ended at "DATA\r\n"
+    c.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 3\r\nabc"
+              b"DATA\r\nBDAT 0 LAST\r\n")
+    for want in (b"250 2.1.0", b"250 2.1.5", b"250 2.0.0 3 octets", b"503 5.5.1 Error: DATA after",
+                 b"250 2.0.0 Ok: queued"):
+        assert f.readline().startswith(want), want
+    c.sendall(b"QUIT\r\n")
+    assert f.readline().startswith(b"221")
+    c.close()
+    got = s.stop()
+    want = b"".join(parts)
+    assert got["messages"] == 2 and got["recipients"] == 3, got
+    assert got["bytes"] == len(want) + 3, got
+    assert got["bdat_chunks"] == len(parts) + 2 + 2, got
+    assert "354" not in got["replies"], got
+    files = sorted(os.listdir(dump), key=lambda n: int(n.rsplit("-", 1)[1].split(".")[0]))
+    assert len(files) == 2, files
+    with open(os.path.join(dump, files[0]), "rb") as fh:
+        assert fh.read() == want
+    with open(os.path.join(dump, files[1]), "rb") as fh:
+        assert fh.read() == b"abc"
+
+
+@pytest.mark.parametrize("arg", [b"", b"x", b"-1", b"10 LATER", b"1 LAST x", b"0x10",
+                                 b"12345678901234567890", b"99999999999999999999 LAST"])
+def test_sink_bdat_garbage_501_and_close(sinks, arg):
+    """A size that is no decimal of at most 19 digits, or anything but LAST behind it: 501,
+    and the connection closes (where the chunk would end is unknown)."""
+    s = sinks("--threads", 1)
+    c, f, _ = sink_session(s.port)
+    c.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT " + arg +
+              b"\r\nNOOP\r\n")
+    assert f.readline().startswith(b"250") and f.readline().startswith(b"250")
+    assert f.readline().startswith(b"501 5.5.4 Syntax: BDAT"), arg
+    try:
+        rest = f.read()
+    except ConnectionResetError:
+        rest = b""
+    assert rest == b"", rest                                # closed, NOOP not answered
+    c.close()
+    assert s.stop()["replies"].get("501") == 1
+
+
+def test_sink_no_chunking(sinks):
+    s = sinks("--threads", 1, "--no-chunking")
+    c, f, ehlo = sink_session(s.port)
+    assert b"CHUNKING" not in ehlo and b"PIPELINING" in ehlo, ehlo
+    c.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 0 LAST\r\n")
+    for want in (b"250", b"250", b"502 5.5.1"):
+        assert f.readline().startswith(want), want
+    c.close()
+    assert s.stop()["bdat_chunks"] == 0
+
+
+def test_sink_bdat_faults_and_size(sinks):
+    """--fail data hits the first chunk (read, then refused; the transaction is over, so the
+    next chunk gets 503), --fail dot the reply to BDAT LAST; --max-size is checked at LAST."""
+    s = sinks("--threads", 1, "--fail", "data:451:1")
+    c, f, _ = sink_session(s.port)
+    c.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 4\r\nabcd"
+              b"BDAT 2 LAST\r\nefNOOP\r\n")
+    for want in (b"250", b"250", b"451 4.0.0 Injected data failure", b"503 5.5.1", b"250 "):
+        assert f.readline().startswith(want), want
+    c.close()
+    got = s.stop()
+    assert got["messages"] == 0 and got["faults"] == 1 and got["bdat_chunks"] == 2, got
+
+    s = sinks("--threads", 1, "--fail", "dot:550:1", "--max-size", "1K")
+    c, f, _ = sink_session(s.port)
+    c.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 5 LAST\r\n"
+              b"hello")
+    for want in (b"250", b"250", b"550 5.0.0 Injected dot failure"):
+        assert f.readline().startswith(want), want
+    big = b"x" * 700
+    c.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 700\r\n" + big +
+              b"BDAT 700 LAST\r\n" + big)
+    for want in (b"250", b"250", b"250 2.0.0 700 octets", b"552 5.3.4"):
+        assert f.readline().startswith(want), want
+    c.close()
+    got = s.stop()
+    assert got["messages"] == 0 and got["faults"] == 1, got
+
+
+def test_sink_bdat_delay_dot(sinks):
+    """--delay dot holds the reply to BDAT LAST (a lower bound only)."""
+    s = sinks("--threads", 1, "--delay", "dot:300")
+    c, f, _ = sink_session(s.port)
+    t0 = time.monotonic()
+    c.sendall(b"MAIL FROM:<a@example.com>\r\nRCPT TO:<b@example.net>\r\nBDAT 2 LAST\r\nhi")
+    for want in (b"250", b"250", b"250 2.0.0 Ok: queued"):
+        assert f.readline().startswith(want), want
+    assert time.monotonic() - t0 >= 0.3
+    c.close()
+    assert s.stop()["messages"] == 1
 
 
 def test_sink_max_connections(sinks):
@@ -479,6 +620,8 @@ def test_relay_to_sink(daemons, sinks):
     got = s.stop()
     assert got["recipients"] == 400, got
     assert got["messages"] <= 200, got      # the relay may group recipients, never duplicate
+    # the sink offers CHUNKING: the relay sent every message as one BDAT LAST chunk
+    assert got["bdat_chunks"] == got["messages"] and "354" not in got["replies"], got
 
 
 @pytest.fixture

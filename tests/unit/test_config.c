@@ -78,6 +78,7 @@ static void test_defaults(void)
     CHECK(cfg.smarthost[0] == '\0', "smarthost");
     CHECK(cfg.dns_server_count == 0 && cfg.source_address_count == 0, "relay lists");
     CHECK(cfg.relay_tls == RELAY_TLS_MAY, "relay tls");
+    CHECK(cfg.relay_chunking, "chunking");
     CHECK(cfg.retry_min_s == 300 && cfg.retry_max_s == 14400, "retry");
     CHECK(cfg.queue_lifetime_s == 432000, "queue_lifetime");
     CHECK(cfg.bpf == BPF_AUTO && cfg.bpf_connections_per_ip_max == 50 &&
@@ -167,6 +168,7 @@ static const char full_file[] =
     "retry_min = 1m\n"
     "retry_max = 2h\n"
     "queue_lifetime = 3d\n"
+    "chunking = no\n"
     "[bpf]\n"
     "enabled = no\n"
     "max_connections_per_ip = 10\n"
@@ -241,6 +243,7 @@ static void test_every_key(void)
     CHECK(cfg.relay_tls == RELAY_TLS_VERIFY, "relay tls");
     CHECK(cfg.retry_min_s == 60 && cfg.retry_max_s == 7200, "retry");
     CHECK(cfg.queue_lifetime_s == 259200, "queue_lifetime");
+    CHECK(!cfg.relay_chunking, "chunking");
     CHECK(cfg.bpf == BPF_NO && cfg.bpf_connections_per_ip_max == 10 &&
           cfg.bpf_connects_per_ip_per_s_max == 5, "bpf");
 
@@ -249,7 +252,8 @@ static void test_every_key(void)
         { "server", "hostname", 3 }, { "server", "spool_min_free", 9 },
         { "listener.submission", "tls", 17 }, { "listener.smtps", "listen", 20 },
         { "listener.smtp", "tls", 0 }, { "tls", "key", 25 }, { "auth", "dovecot_socket", 28 },
-        { "relay", "tls", 57 }, { "bpf", "max_connects_per_ip_per_s", 64 },
+        { "relay", "tls", 57 }, { "relay", "chunking", 61 },
+        { "bpf", "max_connects_per_ip_per_s", 65 },
     };
     for (size_t i = 0; i < sizeof(lines) / sizeof(lines[0]); i++) {
         snprintf(expect, sizeof(expect), "%s:%u", conf_path, lines[i].line);
@@ -549,10 +553,11 @@ static void test_file_edges(void)
         { "off", false }, { "1", true }, { "0", false },
     };
     for (size_t i = 0; i < sizeof(bools) / sizeof(bools[0]); i++) {
-        snprintf(text, sizeof(text), "[auth]\nplaintext = %s\n[bpf]\nenabled = %s\n",
-                 bools[i].in, bools[i].in);
+        snprintf(text, sizeof(text), "[auth]\nplaintext = %s\n[relay]\nchunking = %s\n"
+                 "[bpf]\nenabled = %s\n", bools[i].in, bools[i].in, bools[i].in);
         problems = load_text(&cfg, text, NULL, 0, &errs);
         CHECK(problems == 0 && cfg.auth_plaintext == bools[i].v &&
+              cfg.relay_chunking == bools[i].v &&
               cfg.bpf == (bools[i].v ? BPF_YES : BPF_NO), "bool %s: %s", bools[i].in, errs);
         free(errs);
         config_free(&cfg);

@@ -1,6 +1,7 @@
 /*
  * test_smtp_parse.c - table-driven tests of net/smtp_parse.c: command lines, MAIL and RCPT
- * arguments (addresses, limits, UTF-8, parameters), reply lines and verb names.
+ * arguments (addresses, limits, UTF-8, parameters), BDAT arguments, reply lines and verb
+ * names.
  *
  * Each address row is {command, input, SIZE limit, expected result, expected canonical text,
  * flags}. For every accepted address the test also checks the invariants the rest of the relay
@@ -466,9 +467,55 @@ static void run_cmd_row(const struct cmd_row *r)
               "'%s': arg '%.*s', want '%s'", r->line, (int)cmd.arg_len, cmd.arg, r->arg);
 }
 
+/* BDAT arguments: {argument, accepted, size, LAST}. */
+static const struct bdat_row {
+    const char *arg;
+    size_t len;
+    bool ok;
+    uint64_t size;
+    bool last;
+} bdat_rows[] = {
+    { S("0"), true, 0, false },
+    { S("1000"), true, 1000, false },
+    { S("1000 LAST"), true, 1000, true },
+    { S("0 last"), true, 0, true },
+    { S("7   LaSt"), true, 7, true },
+    { S("12 "), true, 12, false },                       /* the splitter trims; harmless */
+    { S("0000000000000000042 LAST"), true, 42, true },   /* 19 digits */
+    { S("9999999999999999999"), true, 9999999999999999999ull, false },
+    { S("10000000000000000000"), false, 0, false },      /* 20 digits: not 64-bit safe */
+    { S("18446744073709551616 LAST"), false, 0, false }, /* 2^64 */
+    { S(""), false, 0, false },
+    { S("LAST"), false, 0, false },
+    { S("-1"), false, 0, false },
+    { S("+1"), false, 0, false },
+    { S("1x"), false, 0, false },
+    { S("1 LASTX"), false, 0, false },
+    { S("1 LAS"), false, 0, false },
+    { S("1 LAST now"), false, 0, false },
+    { S("1\tLAST"), false, 0, false },
+    { S("0x10"), false, 0, false },
+};
+
+static void run_bdat_row(const struct bdat_row *r)
+{
+    uint64_t size = 12345;
+    bool last = false;
+    bool ok = smtp_parse_bdat(r->arg, r->len, &size, &last);
+
+    CHECK(ok == r->ok, "BDAT '%s': %s, want %s", r->arg, ok ? "ok" : "refused",
+          r->ok ? "ok" : "refused");
+    if (ok && r->ok)
+        CHECK(size == r->size && last == r->last, "BDAT '%s': %llu%s", r->arg,
+              (unsigned long long)size, last ? " LAST" : "");
+}
+
 int main(void)
 {
     unsigned rows = 0;
+
+    for (size_t i = 0; i < COUNT(bdat_rows); i++)
+        run_bdat_row(&bdat_rows[i]);
 
     for (size_t i = 0; i < COUNT(addr_rows); i++)
         run_addr_row(&addr_rows[i]);
@@ -478,7 +525,7 @@ int main(void)
         const char *got = smtp_parse_reply(reply_rows[i].err, reply_rows[i].for_mail);
         CHECK(strcmp(got, reply_rows[i].reply) == 0, "reply %d: '%s'", reply_rows[i].err, got);
     }
-    rows = COUNT(addr_rows) + COUNT(cmd_rows) + COUNT(reply_rows);
+    rows = COUNT(addr_rows) + COUNT(cmd_rows) + COUNT(reply_rows) + COUNT(bdat_rows);
 
     /* Every result has a reply line whose first three bytes are a code and a space. */
     for (int e = 0; e <= SMTP_PARSE_ERR_COUNT; e++) {
@@ -507,6 +554,9 @@ int main(void)
         CHECK(smtp_cmd_parse(NULL, 0, &cmd) == SMTP_PARSE_UNKNOWN_COMMAND, "NULL line");
         CHECK(smtp_parse_mail(NULL, 0, 0, &a, &mp) == SMTP_PARSE_BAD_SYNTAX, "NULL MAIL");
         CHECK(smtp_parse_rcpt(NULL, 0, false, &a) == SMTP_PARSE_BAD_SYNTAX, "NULL RCPT");
+        uint64_t size;
+        bool last;
+        CHECK(!smtp_parse_bdat(NULL, 0, &size, &last), "NULL BDAT");
     }
 
     printf("test_smtp_parse: %u table rows\n", rows);
