@@ -624,6 +624,13 @@ static void tls_begin(struct thread *t, struct sess *s)
 /* tls_up - the handshake is done: EHLO again (STARTTLS), or wait for the greeting. */
 static void tls_up(struct thread *t, struct sess *s)
 {
+    /* Every connection costs the server a full handshake: ringbench never offers a session
+     * (no ticket, no id is kept), so a resumed one would mean the server skipped the work a
+     * TLS scenario measures. Counted as a TLS error, which fails the run. */
+    if (tls_resumed(s->tls)) {
+        sess_fail(t, s, E_TLS);
+        return;
+    }
     smtp_reply_init(&s->rp);
     s->deadline_ms = t->now_ms + opt.timeout_ms;
     if (opt.tls == TLSM_IMPLICIT) {

@@ -176,8 +176,9 @@ static void handshake_done(struct conn *c)
 
     s->done = true;
     metrics_add(&c->w->m->tls_handshakes[resumed ? TLSR_RESUMED : TLSR_SUCCESS], 1);
-    log_event(LOG_INFO, "event=tls peer=%s version=%s cipher=%s resumed=%s", c->peer_text,
-              tls_version(s->t), tls_cipher(s->t), resumed ? "yes" : "no");
+    log_event(LOG_INFO, "event=tls peer=%s version=%s cipher=%s group=%s resumed=%s",
+              c->peer_text, tls_version(s->t), tls_cipher(s->t), tls_group(s->t),
+              resumed ? "yes" : "no");
     if (c->state == ST_GREETING)
         smtp_greeting(c);       /* implicit TLS; it sets the idle deadline */
     else

@@ -4,7 +4,8 @@
  * Functions: tls_init(), tls_thread_done(), tls_server_ctx(), tls_client_ctx(),
  * tls_ctx_ref(), tls_ctx_unref(), tls_conn_new(), tls_conn_free(), tls_feed(),
  * tls_fed_left(), tls_handshake(), tls_handshake_done(), tls_read(), tls_pending(),
- * tls_write(), tls_shutdown(), tls_out(), tls_out_done(), and the accessors for logs.
+ * tls_write(), tls_shutdown(), tls_out(), tls_out_done(), and the accessors for logs
+ * (tls_version(), tls_cipher(), tls_group(), tls_resumed(), tls_peer_verified(), tls_error()).
  *
  * wolfSSL is given two I/O callbacks instead of a socket. The receive callback copies from
  * the ciphertext the owner lent with tls_feed() and answers WANT_READ when that is used up;
@@ -13,7 +14,8 @@
  * call returns at once. The owner moves the bytes with its ring's receive and send.
  *
  * Settings, the same for every context: TLS 1.2 and 1.3 only; AEAD suites with forward
- * secrecy only (ECDHE with AES-GCM or ChaCha20-Poly1305, and the TLS 1.3 suites); session
+ * secrecy only (ECDHE with AES-GCM or ChaCha20-Poly1305, and the TLS 1.3 suites); the key
+ * exchange groups of tls_groups[] (X25519 first, the NIST curves for the rest); session
  * tickets (wolfSSL's built-in ticket key, one per context, shared by every worker since the
  * context is) and the session-id cache for TLS 1.2 resumption.
  *
@@ -49,6 +51,23 @@ static const char tls_ciphers[] =
     "ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"
     "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"
     "ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
+
+/* Key exchange groups (RFC 8446 4.2.7), most preferred first. A TLS 1.3 server takes the best
+ * of the key shares the client sent that is on this list, and asks for another
+ * (HelloRetryRequest) only when none is; a client sends one key share, for the first group.
+ * X25519 leads because Debian's wolfSSL has no assembly for the NIST curves: its generic code
+ * spends about 5.2 million instructions on one P-256 shared secret against 0.6 million for
+ * X25519 (callgrind, 2026-11), which made P-256 two thirds of a full handshake. OpenSSL, NSS,
+ * Go and rustls clients send X25519 first too. Without this list a wolfSSL server preferred
+ * P-256 when a client sent both (NSS does: Thunderbird), and our client (the relay's outbound
+ * TLS, ringbench) sent a P-256 key share. The rest keep interop: a TLS 1.3 client with only
+ * P-256, P-384, P-521, X448 or an FFDHE group completes as before (TLS 1.2 curves are not
+ * limited by this list on a server); our client no longer offers the brainpool curves,
+ * secp256k1 and secp224r1 that wolfSSL's default list had. */
+static int tls_groups[] = {
+    WOLFSSL_ECC_X25519, WOLFSSL_ECC_SECP256R1, WOLFSSL_ECC_SECP384R1, WOLFSSL_ECC_SECP521R1,
+    WOLFSSL_ECC_X448, WOLFSSL_FFDHE_2048, WOLFSSL_FFDHE_3072,
+};
 
 struct tls_ctx {
     WOLFSSL_CTX *ctx;
@@ -157,8 +176,11 @@ static struct tls_ctx *ctx_new(bool server, char *err, size_t err_cap)
     }
     atomic_init(&c->refs, 1);
     if (wolfSSL_CTX_SetMinVersion(c->ctx, WOLFSSL_TLSV1_2) != WOLFSSL_SUCCESS ||
-        wolfSSL_CTX_set_cipher_list(c->ctx, tls_ciphers) != WOLFSSL_SUCCESS) {
-        snprintf(err, err_cap, "cannot set the TLS versions and ciphers");
+        wolfSSL_CTX_set_cipher_list(c->ctx, tls_ciphers) != WOLFSSL_SUCCESS ||
+        wolfSSL_CTX_set_groups(c->ctx, tls_groups, (int)(sizeof(tls_groups) /
+                                                         sizeof(tls_groups[0]))) !=
+            WOLFSSL_SUCCESS) {
+        snprintf(err, err_cap, "cannot set the TLS versions, ciphers and groups");
         tls_ctx_unref(c);
         return NULL;
     }
@@ -419,6 +441,14 @@ const char *tls_version(const struct tls_conn *t)
 const char *tls_cipher(const struct tls_conn *t)
 {
     return wolfSSL_get_cipher_name(t->ssl);
+}
+
+/* tls_group - see tls.h. */
+const char *tls_group(const struct tls_conn *t)
+{
+    const char *name = wolfSSL_get_curve_name(t->ssl);
+
+    return name && *name ? name : "-";
 }
 
 bool tls_resumed(const struct tls_conn *t)

@@ -100,6 +100,8 @@ void tls_out_done(struct tls_conn *t, size_t n);
 /* For logs and metrics, after the handshake. */
 const char *tls_version(const struct tls_conn *t);   /* "TLSv1.3" */
 const char *tls_cipher(const struct tls_conn *t);    /* "TLS13-AES256-GCM-SHA384" */
+const char *tls_group(const struct tls_conn *t);     /* key exchange: "X25519", "SECP256R1";
+                                                        "-" when wolfSSL does not say */
 bool tls_resumed(const struct tls_conn *t);          /* by ticket or session id */
 bool tls_peer_verified(const struct tls_conn *t);    /* client: chain and name checked */
 const char *tls_error(const struct tls_conn *t);     /* last error, "" if none */

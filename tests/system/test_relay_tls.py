@@ -140,6 +140,22 @@ def test_starttls_offered_exact_bytes_over_tls(peers, daemons, pki, mode, versio
     wait_queue_empty(d)
 
 
+@pytest.mark.parametrize("curve", ["prime256v1", "secp384r1"])
+def test_peer_without_x25519(peers, daemons, pki, curve):
+    """Our client sends an X25519 key share first (tls/tls.c); a peer with only a NIST curve
+    asks for another (HelloRetryRequest in TLS 1.3) and the delivery goes on over TLS."""
+    sink = peers.tls_sink(*pki["self"])
+    sink.ctx.set_ecdh_curve(curve)   # the server's only group
+    d = relay_daemon(daemons, sink.port)
+    qid = send_one(d, tagged_message("nist", ["one line"]), rcpts=["nist@example.net"])
+    wait_delivered(d, {qid: ["nist@example.net"]})
+    txs = wait_transactions(sink, 1)
+    assert txs[0].tls == "TLSv1.3", txs[0].tls
+    counts = tls_counts(d)
+    assert counts["success"] == 1 and counts["failure"] == 0, counts
+    wait_queue_empty(d)
+
+
 def test_may_not_offered_plaintext(peers, daemons, pki):
     sink = peers.tls_sink(*pki["self"], starttls=False)
     d = relay_daemon(daemons, sink.port, tls="may")

@@ -154,6 +154,60 @@ def test_resumed_sessions_are_cheap_reconnects(daemons, pki):
     assert "resumed=yes" in d.log
 
 
+def s_client_temp_key(port, *args):
+    """openssl s_client against port with args; its "Server Temp Key" (the key exchange
+    group it got), or None when the handshake failed."""
+    r = subprocess.run(["openssl", "s_client", "-connect", "127.0.0.1:%d" % port, "-ign_eof"]
+                       + list(args), input=b"QUIT\r\n", stdout=subprocess.PIPE,
+                       stderr=subprocess.STDOUT, timeout=20 * SLACK)
+    out = r.stdout.decode("utf-8", "replace")
+    m = re.search(r"Server Temp Key: ([^\n]+)", out)
+    if m and "220 relay.test.example" in out:
+        return m.group(1)
+    return None
+
+
+def test_key_exchange_groups(daemons, pki):
+    """X25519 is preferred; a client with only P-256 (or only another group the server
+    keeps) completes too. Default clients (Python's ssl, OpenSSL) get X25519."""
+    d = tls_daemon(daemons, pki)
+    port = d.smtps_port
+    for ver in ("-tls1_3", "-tls1_2"):
+        assert s_client_temp_key(port, ver) == "X25519, 253 bits"
+        assert s_client_temp_key(port, ver, "-groups", "P-256").startswith("ECDH, prime256v1")
+        # both offered, P-256 first: in TLS 1.3 the one key share the client sent is taken
+        # rather than costing a HelloRetryRequest round trip; in TLS 1.2 wolfSSL takes the
+        # client's first 256-bit group
+        temp = s_client_temp_key(port, ver, "-groups", "P-256:X25519")
+        assert temp.startswith("ECDH, prime256v1"), temp
+    assert s_client_temp_key(port, "-tls1_3", "-groups", "X25519") == "X25519, 253 bits"
+    for g, want in (("P-384", "ECDH, secp384r1"), ("P-521", "ECDH, secp521r1"),
+                    ("X448", "X448"), ("ffdhe2048", "DH, 2048 bits")):
+        temp = s_client_temp_key(port, "-tls1_3", "-groups", g)
+        assert temp and temp.startswith(want), (g, temp)
+    # TLS 1.2 with an ECDSA P-256 certificate needs P-256 among the client's groups (RFC 8422
+    # 5.1), as with OpenSSL servers: X25519 alone fails there, and the failure is counted.
+    assert s_client_temp_key(port, "-tls1_2", "-groups", "X25519") is None
+    assert wait_for(lambda: handshakes(d, "failure") == 1, 5 * SLACK)
+    c = tls_client(port)  # Python's ssl with its defaults
+    assert c.sock.version() == "TLSv1.3"
+    c.ehlo()
+    c.quit()
+    assert wait_for(lambda: re.findall(r"event=tls peer=\S+ version=TLSv1.3 \S+ group=(\S+)",
+                                       d.log)[-1:] == ["X25519"], 5 * SLACK)
+    assert "group=SECP256R1" in d.log
+
+
+def test_key_exchange_groups_rsa_tls12(daemons, pki):
+    """With an RSA certificate the curve constraint of TLS 1.2 goes away: X25519 alone works
+    in both versions."""
+    d = tls_daemon(daemons, pki, kind="rsa")
+    for ver in ("-tls1_3", "-tls1_2"):
+        assert s_client_temp_key(d.smtps_port, ver, "-groups", "X25519") == "X25519, 253 bits"
+        temp = s_client_temp_key(d.smtps_port, ver, "-groups", "P-256")
+        assert temp.startswith("ECDH, prime256v1"), temp
+
+
 def test_garbage_instead_of_a_client_hello(daemons, pki):
     d = tls_daemon(daemons, pki)
     for junk in (b"EHLO plaintext.example\r\n", os.urandom(3000),
