@@ -707,9 +707,10 @@ done
 echo
 echo "accept/s: ringbench's messages with a 250 per second of its run (in e: the rate achieved);"
 echo "e2e/s: those messages over the time until the next-hop sink had them all; p50/p99: from the"
-echo "end of data (in e: from each message's due time) to the reply; CPU s/1k: user+system seconds"
-echo "of the system's processes per 1000 messages (Postfix: all of its instance's processes, and"
-echo "Dovecot's in c); RSS MiB: peak (VmHWM), for Postfix the sum over its processes' peaks;"
+echo "write of MAIL (in e: from each message's due time) to the reply to the end of data;"
+echo "CPU s/1k: user+system seconds of the system's processes per 1000 messages (Postfix: all of"
+echo "its instance's processes, and Dovecot's in c); RSS MiB: peak (VmHWM), for Postfix the sum"
+echo "over its processes' peaks;"
 echo "KiB/idle: memory growth per idle session (d; Postfix: proportional set size, summed)."
 echo "Ratios are ringrelay/peer for every column: above 1 is better for rates, below 1 for the rest."
 
