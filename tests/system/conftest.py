@@ -621,3 +621,19 @@ def peers(tmp_path_factory):
 def pytest_configure(config):
     config.addinivalue_line("markers", "relay: outbound delivery (queue manager, SMTP client, "
                             "retries, bounces, MX lookup); needs smtp-sink and dnsmasq")
+
+
+@pytest.fixture
+def sinks(tmp_path):
+    """sinks(*args, **kw) starts a ringsink (test_bench_tools.Sink); stopped at the end."""
+    from test_bench_tools import Sink  # the ringsink tests' own helper
+    made = []
+
+    def new(*args, **kw):
+        s = Sink(str(tmp_path), *args, **kw)
+        made.append(s)
+        return s
+    yield new
+    for s in made:
+        if s.result is None and s.proc.poll() is None:
+            s.stop()

@@ -392,6 +392,31 @@ class SmtpSink:
 # ---------------------------------------------------------------------------------------------
 # a raw recording SMTP server (Python), for the exact wire bytes
 
+class SockReader:
+    """Lines and exact byte counts from a socket, keeping what arrived beyond them."""
+
+    def __init__(self, sock):
+        self.sock, self.buf = sock, b""
+
+    def _more(self):
+        chunk = self.sock.recv(65536)
+        if not chunk:
+            raise EOFError
+        self.buf += chunk
+
+    def readline(self):
+        while b"\n" not in self.buf:
+            self._more()
+        line, self.buf = self.buf.split(b"\n", 1)
+        return line + b"\n"
+
+    def readexact(self, n):
+        while len(self.buf) < n:
+            self._more()
+        data, self.buf = self.buf[:n], self.buf[n:]
+        return data
+
+
 class RawTransaction:
     def __init__(self):
         self.mail = None
@@ -460,28 +485,9 @@ class RawSink:
 
     def _serve(self, c):
         c.settimeout(60 * SLACK)
-        buf = b""
         tx = RawTransaction()
-
-        def readline():
-            nonlocal buf
-            while b"\n" not in buf:
-                chunk = c.recv(65536)
-                if not chunk:
-                    raise EOFError
-                buf += chunk
-            line, buf = buf.split(b"\n", 1)
-            return line + b"\n"
-
-        def readexact(n):
-            nonlocal buf
-            while len(buf) < n:
-                chunk = c.recv(65536)
-                if not chunk:
-                    raise EOFError
-                buf += chunk
-            data, buf = buf[:n], buf[n:]
-            return data
+        reader = SockReader(c)
+        readline, readexact = reader.readline, reader.readexact
 
         def done(t):
             with self.lock:
@@ -663,28 +669,9 @@ class TlsSink:
     def _serve(self, c, conn):
         c.settimeout(60 * SLACK)
         sock = c
-        buf = b""
         tx = RawTransaction()
-
-        def readline():
-            nonlocal buf
-            while b"\n" not in buf:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise EOFError
-                buf += chunk
-            line, buf = buf.split(b"\n", 1)
-            return line + b"\n"
-
-        def readexact(n):
-            nonlocal buf
-            while len(buf) < n:
-                chunk = sock.recv(65536)
-                if not chunk:
-                    raise EOFError
-                buf += chunk
-            data, buf = buf[:n], buf[n:]
-            return data
+        reader = SockReader(c)  # its sock becomes the TLS one after STARTTLS
+        readline, readexact = reader.readline, reader.readexact
 
         def done(t):
             with self.lock:
@@ -712,7 +699,7 @@ class TlsSink:
                         sock.sendall(b"502 5.5.1 not now\r\n")
                         continue
                     conn.starttls = True
-                    conn.injected, buf = buf, b""
+                    conn.injected, reader.buf = reader.buf, b""
                     bad = self.bad_conns is None or conn.n < self.bad_conns
                     mode = self.handshake if bad else "ok"
                     if mode == "refuse":
@@ -732,6 +719,7 @@ class TlsSink:
                     try:
                         sock = self.ctx.wrap_socket(c, server_side=True,
                                                     do_handshake_on_connect=False)
+                        reader.sock = sock
                         sock.rr_conn = conn  # for the SNI callback
                         sock.do_handshake()
                     except (ssl.SSLError, OSError) as e:
@@ -1001,6 +989,24 @@ def tagged_message(tag, body_lines=None, subject=None, headers=None):
     return make_message(subject or "relay test " + tag,
                         body_lines if body_lines is not None else ["Body of %s." % tag, "Bye."],
                         headers=h)
+
+
+def big_content(tag, size=1024 * 1024):
+    """About size bytes with lines that need dot-stuffing, lone dots and empty lines
+    throughout."""
+    lines, n, i = [], 0, 0
+    while n < size:
+        line = "%07d %s" % (i, "abcdefghijklmnopqrstuvwxyz0123456789"[: i % 37] * 2)
+        if i % 17 == 0:
+            line = "." + line                   # dot-stuffed on the wire
+        if i % 101 == 0:
+            line = "."                          # a lone dot inside the body
+        if i % 53 == 0:
+            line = ""
+        lines.append(line)
+        n += len(line) + 2
+        i += 1
+    return tagged_message(tag, lines)
 
 
 def marker(tag):

@@ -110,20 +110,6 @@ class Sink:
         return self.result
 
 
-@pytest.fixture
-def sinks(tmp_path):
-    made = []
-
-    def new(*args, **kw):
-        s = Sink(str(tmp_path), *args, **kw)
-        made.append(s)
-        return s
-    yield new
-    for s in made:
-        if s.result is None and s.proc.poll() is None:
-            s.stop()
-
-
 def bench(port, *args, timeout=RUN_TIMEOUT, rc=0):
     """One ringbench run; its last line parsed as JSON."""
     cmd = [RINGBENCH, "--server", "127.0.0.1:%d" % port, "--json", "--quiet"] + \

@@ -13,9 +13,9 @@ import time
 import pytest
 
 from conftest import SLACK, dot_stuff, queued_id, wait_for
-from peers import (check_dsn, deliveries, delivered_rcpts, events, lf, marker, relay_sections,
-                   ringctl_queue, same_message, send_one, tagged_message, wait_delivered,
-                   wait_events, wait_queue_empty)
+from peers import (big_content, check_dsn, deliveries, delivered_rcpts, events, lf, marker,
+                   relay_sections, ringctl_queue, same_message, send_one, tagged_message,
+                   wait_delivered, wait_events, wait_queue_empty)
 
 pytestmark = pytest.mark.relay
 
@@ -35,22 +35,6 @@ def one_dump(sink, tag, run=None):
     return got[0]
 
 
-def big_message(tag, size=1024 * 1024):
-    lines, n, i = [], 0, 0
-    while n < size:
-        line = "%07d %s" % (i, "abcdefghijklmnopqrstuvwxyz0123456789"[: i % 37] * 2)
-        if i % 17 == 0:
-            line = "." + line                   # dot-stuffed on the wire
-        if i % 101 == 0:
-            line = "."                          # a lone dot inside the body
-        if i % 53 == 0:
-            line = ""
-        lines.append(line)
-        n += len(line) + 2
-        i += 1
-    return tagged_message(tag, lines)
-
-
 def test_relays_exact_content(peers, daemons):
     sink = peers.sink()
     d = relay_daemon(daemons, sink.port)
@@ -59,7 +43,7 @@ def test_relays_exact_content(peers, daemons):
                                          "", " . space dot", "...", "last ."]), False),
         "eightbit": (tagged_message("eightbit", ["caf\u00e9 \u00fcber \u65e5\u672c\u8a9e",
                                                  "\u00a0nbsp and \u20ac"]), True),
-        "big": (big_message("big"), False),
+        "big": (big_content("big"), False),
     }
     qids = {}
     for tag, (content, eight) in msgs.items():

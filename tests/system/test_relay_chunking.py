@@ -23,46 +23,17 @@ import pytest
 
 from certs import make_cert
 from conftest import SLACK, free_port, queued_id, wait_for
-from peers import (events, relay_sections, send_one, tagged_message, wait_delivered,
+from peers import (big_content, events, relay_sections, send_one, tagged_message, wait_delivered,
                    wait_events, wait_queue_empty)
-from test_bench_tools import RINGSINK, Sink
+from test_bench_tools import RINGSINK
 
 pytestmark = [pytest.mark.relay,
               pytest.mark.skipif(not os.path.exists(RINGSINK), reason="ringsink not built")]
 
 
-@pytest.fixture
-def sinks(tmp_path):
-    made = []
-
-    def new(*args, **kw):
-        s = Sink(str(tmp_path), *args, **kw)
-        made.append(s)
-        return s
-    yield new
-    for s in made:
-        if s.result is None and s.proc.poll() is None:
-            s.stop()
-
-
 def relay_daemon(daemons, sink_port, limits=None, server=None, **relay):
     return daemons(relay=relay_sections(sink_port, **relay), limits=limits or {},
                    server=server or {})
-
-
-def big_message(tag, size=1024 * 1024):
-    """About size bytes, with lines that start with "." (and lone dots) throughout."""
-    lines, n, i = [], 0, 0
-    while n < size:
-        line = "%07d %s" % (i, "abcdefghijklmnopqrstuvwxyz0123456789"[: i % 37] * 2)
-        if i % 17 == 0:
-            line = "." + line
-        if i % 101 == 0:
-            line = "."
-        lines.append(line)
-        n += len(line) + 2
-        i += 1
-    return tagged_message(tag, lines)
 
 
 def send_bdat(d, content, mail_from="s@example.com", rcpts=("r@example.net",)):
@@ -107,7 +78,7 @@ def corpus():
     return [
         ("dots", "data", tagged_message("dots", [".", "..", ".x", "x.", "", " . space", "...",
                                                  ".end"])),
-        ("big", "data", big_message("big")),
+        ("big", "data", big_content("big")),
         ("nocrlf", "bdat", nocrlf),
         ("barelf", "bdat", barelf),
     ]
@@ -172,7 +143,7 @@ def test_starttls_then_bdat(peers, daemons, tmp_path):
     sink = peers.tls_sink(cert, key, chunking=True)
     d = relay_daemon(daemons, sink.port, tls="may")
     msgs = {"small": tagged_message("small", [".", "..", ".x", "last"]),
-            "big": big_message("tlsbig")}
+            "big": big_content("tlsbig")}
     qids = {t: send_one(d, c, rcpts=["%s@example.net" % t]) for t, c in msgs.items()}
     wait_delivered(d, {qids[t]: ["%s@example.net" % t] for t in msgs}, timeout=60)
     assert wait_for(lambda: len(sink.transactions) >= 2, 10 * SLACK)

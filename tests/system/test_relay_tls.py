@@ -29,8 +29,9 @@ import pytest
 
 from certs import make_ca, make_cert
 from conftest import SLACK, dot_stuff, wait_for
-from peers import (common_port, events, lf, relay_sections, ringctl_queue, same_message,
-                   send_one, tagged_message, wait_delivered, wait_events, wait_queue_empty)
+from peers import (big_content, common_port, events, lf, relay_sections, ringctl_queue,
+                   same_message, send_one, tagged_message, wait_delivered, wait_events,
+                   wait_queue_empty)
 
 pytestmark = pytest.mark.relay
 
@@ -72,21 +73,6 @@ def wire_content(tx, content):
                                                                         want[-300:])
     prefix = data[:len(data) - len(want)]
     assert same_message(lf(prefix + want), lf(want)), "not header fields: %r" % prefix[:300]
-
-
-def big_content(tag, size=1024 * 1024):
-    """About size bytes with lines that need dot-stuffing (and lone dots) throughout."""
-    lines, n, i = [], 0, 0
-    while n < size:
-        line = "%07d %s" % (i, "abcdefghijklmnopqrstuvwxyz0123456789"[: i % 37] * 2)
-        if i % 17 == 0:
-            line = "." + line
-        if i % 101 == 0:
-            line = "."
-        lines.append(line)
-        n += len(line) + 2
-        i += 1
-    return tagged_message(tag, lines)
 
 
 def wait_transactions(sink, count, timeout=30.0):
