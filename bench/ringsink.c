@@ -113,6 +113,9 @@
 #define SINK_HOSTNAME_BYTES    128       /* --hostname */
 #define SINK_BACKLOG           4096      /* listen(2) backlog per socket */
 
+/* The reply to a command the sink does not take (EXPN, unknown verbs, BDAT with --no-chunking). */
+#define REPLY_NOT_IMPLEMENTED  "502 5.5.1 Command not implemented"
+
 enum sink_op {
     OP_NONE = 0,      /* nobody waits: cancels, closes of sockets never used */
     OP_ACCEPT,        /* slot = listening socket index */
@@ -699,7 +702,7 @@ static void command(struct thread *t, struct sess *s, const char *line, size_t l
         bdat_command(t, s, cmd.arg, cmd.arg_len);
         break;
     default:  /* EXPN, anything else */
-        bad_command(t, s, "502 5.5.1 Command not implemented");
+        bad_command(t, s, REPLY_NOT_IMPLEMENTED);
         break;
     }
 }
@@ -836,7 +839,7 @@ static void bdat_command(struct thread *t, struct sess *s, const char *arg, size
     bool last;
 
     if (opt.no_chunking) {
-        bad_command(t, s, "502 5.5.1 Command not implemented");
+        bad_command(t, s, REPLY_NOT_IMPLEMENTED);
         return;
     }
     if (!smtp_parse_bdat(arg, len, &size, &last)) {
