@@ -334,6 +334,7 @@ static void dispatch(struct worker *w, struct io_uring_cqe *cqe, uint64_t *last_
         auth_done(w, slot, cqe->res);
         break;
     case OP_SPOOL_WRITE:
+    case OP_SPOOL_BATCH:
     case OP_SPOOL_FSYNC:
     case OP_SPOOL_OPEN:
     case OP_SPOOL_HEADER:
@@ -486,6 +487,7 @@ static void *worker_main(void *arg)
             io_uring_submit(&w->ring);  /* the last socket and file closes */
             break;
         }
+        spool_worker_flush(w);
         log_flush();
         io_uring_submit_and_wait(&w->ring, 1);
         w->now_ns = now_ns();

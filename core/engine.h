@@ -45,6 +45,7 @@ enum engine_op {
     OP_TICK,          /* the worker's 1 s timer */
     OP_WAKE,          /* eventfd read: reload or stop */
     OP_SPOOL_WRITE,   /* slot = spool write */
+    OP_SPOOL_BATCH,   /* slot = combined spool write */
     OP_SPOOL_FSYNC,   /* slot = segment */
     OP_SPOOL_OPEN,    /* slot = segment */
     OP_SPOOL_HEADER,  /* slot = segment */

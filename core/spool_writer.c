@@ -6,22 +6,25 @@
  *
  * Life of a message: begin binds it to the current segment and gives it a queue id. Each
  * write reserves the next aligned range of the segment (a plain counter: the segment
- * belongs to this worker alone) and goes out as one IORING_OP_WRITEV of {record header,
- * payload iovecs, padding}. Commit writes the last piece of content and the COMMIT record
- * in one write (a small message is thus one write in all); when every write of the message
- * has completed, the message goes on the segment's wait list. Records need not land in
- * order: the fsync is what orders them, and it is only issued for completed writes. At most
- * one fdatasync per segment is in flight; when it completes, everything it covered is
- * durable and gets done(0), and the messages that queued up meanwhile go into the next one.
- * Under load one fsync thus serves many messages (group commit).
+ * belongs to this worker alone) as {record header, payload iovecs, padding}. Commit writes
+ * the last piece of content and the COMMIT record in one write (a small message is thus
+ * one write in all); when every write of the message has completed, the message goes on
+ * the segment's wait list.
+ *
+ * The writes of one loop pass leave together (core/spool_wop.c).
+ *
+ * Records need not land in order: the fsync is what orders them, and it is only issued for
+ * completed writes. At most one fdatasync per segment is in flight; when it completes,
+ * everything it covered is durable and gets done(0), and the messages that queued up
+ * meanwhile go into the next one. Under load one fsync thus serves many messages (group
+ * commit).
  *
  * Segments are prepared ahead: when the current one is half full, the next is opened,
  * its header written and synced, and the directory synced, all through the ring; when the
  * current one is full and the next is ready, new messages go to the next. Old segments
  * close once their last message is done.
  *
- * SECURITY: peer bytes are only ever payload; lengths come from the receive buffers and are
- * bounded by ENGINE_BUF_BYTES per write.
+ * SECURITY: peer bytes are only ever payload (records are built in core/spool_wop.c).
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -37,63 +40,7 @@
 #include "core/crc32c.h"
 #include "core/log.h"
 #include "core/queue.h"
-#include "core/spool_writer.h"
-
-enum seg_state { SEG_FREE, SEG_OPENING, SEG_READY, SEG_RETIRED, SEG_BROKEN };
-
-struct spool_seg {
-    uint32_t slot;                /* index in spool_worker.segs */
-    uint32_t gen;                 /* bumped at each use of the slot */
-    enum seg_state state;
-    uint64_t id;                  /* file name */
-    int fd;                       /* open for writing, -1 when closed */
-    uint32_t key;                 /* record CRC seed */
-    uint64_t write_off;           /* next free byte */
-    uint32_t msgs_active;         /* messages begun and not yet done */
-    uint32_t writes_inflight;     /* writes (data or commit) not yet completed */
-    bool fsync_inflight;          /* a group fdatasync is running */
-    bool delay_armed;             /* a commit-delay timeout is running */
-    bool commit_due;              /* without a delay: fsync at the end of this loop pass */
-    bool announced;               /* the queue was told of it (queue_segment_ready) */
-    uint64_t last_write_ms;       /* monotonic time of the last write submitted */
-    uint32_t wait_count;          /* messages on the wait list */
-    struct __kernel_timespec delay_ts; /* commit delay */
-    struct spool_msg_w *wait_head, *wait_tail; /* committed, waiting for the next fsync */
-    struct spool_msg_w *sync_list;/* covered by the fsync in flight */
-    struct spool_seg_header header; /* written at offset 0 */
-    char name[32];                /* file name; the open reads it after submission */
-};
-
-struct spool_wop {
-    uint32_t gen;                 /* bumped at each use */
-    uint16_t bid;                 /* receive buffer held, ENGINE_BUF_NONE if none */
-    bool commit;                  /* COMMIT record (else DATA) */
-    uint32_t data_len;            /* payload of the DATA record it starts with; UINT32_MAX
-                                     when it holds none */
-    uint32_t len;                 /* bytes the write must put down */
-    struct spool_msg_w *m;        /* message it belongs to */
-    struct spool_seg *seg;        /* segment written */
-    struct spool_rec rec;         /* first record header (DATA, or the COMMIT) */
-    struct spool_rec rec2;        /* DATA record written together with a COMMIT */
-    unsigned iov_count;           /* entries of iov in use */
-    struct iovec iov[SPOOL_WOP_IOV_MAX + 6]; /* per record: header, payload, padding */
-};
-
-struct spool_worker {
-    struct spool_seg segs[SPOOL_SEGS_MAX];
-    struct spool_seg *cur;        /* new messages go here */
-    struct spool_seg *next;       /* being prepared or ready, NULL if none */
-    struct spool_wop *wops;       /* SPOOL_WOPS_MAX write slots */
-    uint32_t *wop_free;           /* free slot stack */
-    uint32_t wop_free_count;
-    uint32_t ops_inflight;        /* everything submitted and not completed */
-    struct spool_msg_w *deferred; /* failed before any write: done() at the end of the pass */
-    bool commit_due;              /* some segment has commit_due set */
-    uint64_t id_ms;               /* logical clock of the last id handed out */
-    uint32_t id_seq;              /* ids handed out within id_ms */
-};
-
-static const char zero_pad[SPOOL_REC_ALIGN];
+#include "core/spool_writer_int.h"
 
 /* wall_ms - real-time milliseconds. */
 static uint64_t wall_ms(void)
@@ -235,6 +182,10 @@ int spool_worker_init(struct worker *w)
     for (uint32_t i = 0; i < SPOOL_WOPS_MAX; i++)
         s->wop_free[i] = SPOOL_WOPS_MAX - 1 - i;
     s->wop_free_count = SPOOL_WOPS_MAX;
+    s->batches = rr_calloc(SPOOL_BATCHES, sizeof(*s->batches));
+    for (uint32_t i = 0; i < SPOOL_BATCHES; i++)
+        s->batch_free[i] = SPOOL_BATCHES - 1 - i;
+    s->batch_free_count = SPOOL_BATCHES;
 
     g = seg_alloc(s);
     g->id = next_id(w);
@@ -273,6 +224,7 @@ void spool_worker_fini(struct worker *w)
             close(s->segs[i].fd);
     free(s->wops);
     free(s->wop_free);
+    free(s->batches);
     free(s);
     w->spool = NULL;
 }
@@ -431,119 +383,16 @@ static void group_fsync(struct worker *w, struct spool_seg *g, bool delay_over)
     metrics_add(&w->m->spool_fsyncs, 1);
 }
 
-/* wop_add - append one sealed record (header, payload iovecs, padding) to a write. */
-static void wop_add(struct spool_wop *o, struct spool_rec *rec, uint32_t key,
-                    const struct iovec *payload, unsigned n)
-{
-    uint64_t len = 0, span;
-
-    for (unsigned i = 0; i < n; i++)
-        len += payload[i].iov_len;
-    rec->len = (uint32_t)len;
-    spool_rec_seal(rec, key, payload, n);
-    span = spool_rec_span(len);
-    o->iov[o->iov_count++] = (struct iovec){ rec, sizeof(*rec) };
-    for (unsigned i = 0; i < n; i++)
-        o->iov[o->iov_count++] = payload[i];
-    if (span > SPOOL_REC_BYTES + len)
-        o->iov[o->iov_count++] = (struct iovec){ (void *)zero_pad, span - SPOOL_REC_BYTES - len };
-    o->len += (uint32_t)span;
-}
-
-/* chunk_note - remember where a piece of m's content is in the segment. */
-static void chunk_note(struct spool_msg_w *m, uint64_t off, uint32_t len)
-{
-    uint32_t n = m->chunks - 1;  /* add_data counted it already */
-
-    if (n >= SPOOL_CHUNKS_INLINE && n >= m->chunk_cap) {
-        uint32_t cap = m->chunk_cap ? m->chunk_cap * 2 : SPOOL_CHUNKS_INLINE * 4;
-        struct spool_chunk *v = rr_malloc(cap * sizeof(*v));
-        memcpy(v, spool_msg_chunks(m), n * sizeof(*v));
-        if (m->chunk_cap)
-            free(m->chunk_v);
-        m->chunk_v = v;
-        m->chunk_cap = cap;
-    }
-    (m->chunk_cap ? m->chunk_v : m->chunk_inline)[n] = (struct spool_chunk){ off, len };
-}
-
-/* spool_msg_release - free the chunk list if it outgrew the inline room. */
-void spool_msg_release(struct spool_msg_w *m)
-{
-    if (m->chunk_cap)
-        free(m->chunk_v);
-    m->chunk_v = NULL;
-    m->chunk_cap = 0;
-}
-
-/* wop_submit - reserve the write's range of the segment and submit it. */
-static void wop_submit(struct worker *w, struct spool_wop *o)
-{
-    struct spool_seg *g = o->seg;
-    struct io_uring_sqe *sqe;
-    uint64_t off = g->write_off;
-
-    /* A DATA record is always first in its write: note where its payload lands. */
-    if (o->data_len != UINT32_MAX)
-        chunk_note(o->m, off + SPOOL_REC_BYTES, o->data_len);
-    g->last_write_ms = w->now_ms;
-    g->write_off += o->len;
-    g->writes_inflight++;
-    o->m->inflight++;
-    w->spool->ops_inflight++;
-    sqe = engine_sqe(w);
-    io_uring_prep_writev(sqe, g->fd, o->iov, o->iov_count, off);
-    io_uring_sqe_set_data64(sqe, engine_ud(OP_SPOOL_WRITE, (uint32_t)(o - w->spool->wops), o->gen));
-    metrics_add(&w->m->spool_writes, 1);
-}
-
-/* wop_get - a free write slot (the caller checked availability). */
-static struct spool_wop *wop_get(struct worker *w, struct spool_msg_w *m, uint16_t bid)
-{
-    struct spool_worker *s = w->spool;
-    struct spool_wop *o;
-
-    if (!s->wop_free_count) {
-        /* Callers check spool_writes_available(); reaching here is a broken invariant. */
-        log_event(LOG_FATAL, "event=bug what=spool_write_slots_exhausted");
-        abort();
-    }
-    o = &s->wops[s->wop_free[--s->wop_free_count]];
-    o->gen++;
-    o->bid = bid;
-    o->m = m;
-    o->seg = m->seg;
-    o->commit = false;
-    o->data_len = UINT32_MAX;
-    o->len = 0;
-    o->iov_count = 0;
-    memset(&o->rec, 0, sizeof(o->rec));
-    memset(&o->rec2, 0, sizeof(o->rec2));
-    return o;
-}
-
-/* add_data - a DATA record for payload iov[0..n) into write o. */
-static void add_data(struct spool_wop *o, struct spool_msg_w *m, struct spool_rec *rec,
-                     const struct iovec *iov, unsigned n)
-{
-    rec->type = SPOOL_REC_DATA;
-    rec->qid = m->qid;
-    rec->seq = m->chunks++;
-    wop_add(o, rec, m->seg->key, iov, n);
-    m->bytes += rec->len;
-    o->data_len = rec->len;
-}
-
 /* spool_msg_write - one DATA record from iovecs of one buffer. */
 void spool_msg_write(struct worker *w, struct spool_msg_w *m, uint16_t bid,
                      const struct iovec *iov, unsigned n)
 {
-    struct spool_wop *o = wop_get(w, m, bid);
+    struct spool_wop *o = spool_wop_get(w, m, bid);
 
-    add_data(o, m, &o->rec, iov, n);
+    spool_wop_data(o, m, &o->rec, iov, n);
     if (bid != ENGINE_BUF_NONE)
         w->bufs[bid].refs++;
-    wop_submit(w, o);
+    spool_wop_submit(w, o);
 }
 
 /* spool_msg_commit - the last content (if any) and the COMMIT record in one write. The
@@ -566,10 +415,10 @@ void spool_msg_commit(struct worker *w, struct spool_msg_w *m, uint16_t bid,
             defer_finish(w, m, m->err);
         return;  /* else the last write completion finishes it */
     }
-    o = wop_get(w, m, bid);
+    o = spool_wop_get(w, m, bid);
     o->commit = true;
     if (n) {
-        add_data(o, m, &o->rec2, iov, n);
+        spool_wop_data(o, m, &o->rec2, iov, n);
         if (bid != ENGINE_BUF_NONE)
             w->bufs[bid].refs++;
     }
@@ -578,8 +427,8 @@ void spool_msg_commit(struct worker *w, struct spool_msg_w *m, uint16_t bid,
     o->rec.type = SPOOL_REC_COMMIT;
     o->rec.qid = m->qid;
     o->rec.seq = m->chunks;
-    wop_add(o, &o->rec, m->seg->key, &e, 1);
-    wop_submit(w, o);
+    spool_wop_record(o, &o->rec, m->seg->key, &e, 1);
+    spool_wop_submit(w, o);
 }
 
 /* spool_msg_status - one STATUS record, durable like a commit. */
@@ -596,13 +445,13 @@ void spool_msg_status(struct worker *w, struct spool_msg_w *m, uint64_t qid,
         defer_finish(w, m, m->seg->state == SEG_BROKEN ? -EIO : -EAGAIN);
         return;
     }
-    o = wop_get(w, m, ENGINE_BUF_NONE);
+    o = spool_wop_get(w, m, ENGINE_BUF_NONE);
     o->commit = true;
     o->rec.type = SPOOL_REC_STATUS;
     o->rec.qid = qid;
     o->rec.seq = (uint32_t)outcome;
-    wop_add(o, &o->rec, m->seg->key, &e, 1);
-    wop_submit(w, o);
+    spool_wop_record(o, &o->rec, m->seg->key, &e, 1);
+    spool_wop_submit(w, o);
 }
 
 /* spool_worker_tick - close the segment for new messages when it has been idle a while (the
@@ -640,8 +489,8 @@ bool spool_msg_abort(struct worker *w, struct spool_msg_w *m)
     return true;
 }
 
-/* write_done - a write completed with res. */
-static void write_done(struct worker *w, struct spool_wop *o, int res)
+/* spool_write_done - a write completed with res. */
+void spool_write_done(struct worker *w, struct spool_wop *o, int res)
 {
     struct spool_msg_w *m = o->m;
     struct spool_seg *g = o->seg;
@@ -748,7 +597,12 @@ void spool_complete(struct worker *w, enum engine_op op, uint32_t slot, uint32_t
     if (op == OP_SPOOL_WRITE) {
         struct spool_wop *o = &s->wops[slot];
         if (slot < SPOOL_WOPS_MAX && o->gen == gen)
-            write_done(w, o, res);
+            spool_write_done(w, o, res);
+        return;
+    }
+    if (op == OP_SPOOL_BATCH) {
+        if (slot < SPOOL_BATCHES && s->batches[slot].gen == gen)
+            spool_batch_done(w, &s->batches[slot], res);
         return;
     }
     if (slot >= SPOOL_SEGS_MAX || s->segs[slot].gen != gen)

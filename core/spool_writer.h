@@ -22,6 +22,9 @@
 #define SPOOL_SEGS_MAX        8     /* segments open at once per worker */
 #define SPOOL_WOPS_MAX        2048  /* spool writes in flight per worker */
 #define SPOOL_WOP_IOV_MAX     32    /* payload iovecs in one write */
+#define SPOOL_BATCHES         8     /* combined writes in flight per worker */
+#define SPOOL_BATCH_WOPS      64    /* writes combined into one */
+#define SPOOL_BATCH_IOV       512   /* iovecs of a combined write (IOV_MAX is 1024) */
 #define SPOOL_GROUP_MAX       256   /* messages waiting that start a delayed fsync at once */
 #define SPOOL_CHUNKS_INLINE   4     /* content pieces kept without an allocation */
 #define SPOOL_IDLE_ROTATE_MS  10000 /* a segment idle this long is closed for new messages, so
@@ -110,6 +113,10 @@ void spool_msg_commit(struct worker *w, struct spool_msg_w *m, uint16_t bid,
 /* spool_msg_abort - give the message up. Returns true when it is finished now (the caller
  * may free it); false when writes are in flight (done() comes later with -ECANCELED). */
 bool spool_msg_abort(struct worker *w, struct spool_msg_w *m);
+
+/* spool_worker_flush - submit the writes combined during this loop pass; called before the
+ * ring is entered. */
+void spool_worker_flush(struct worker *w);
 
 /* spool_complete - completion of an OP_SPOOL_* operation. */
 void spool_complete(struct worker *w, enum engine_op op, uint32_t slot, uint32_t gen, int res);
