@@ -195,18 +195,20 @@ void spool_wop_submit(struct worker *w, struct spool_wop *o)
 }
 
 /* spool_batch_done - a combined write completed with res: share it out over its writes in
- * order. A short write completes the writes it covers and leaves the rest short. */
+ * order. A short write completes the writes it covers and leaves the rest short. A failed
+ * write answers its message at once, and the session may then write again: the batch is
+ * only free for that after its last write is done. */
 void spool_batch_done(struct worker *w, struct spool_batch *b, int res)
 {
     struct spool_worker *s = w->spool;
     uint32_t left = res > 0 ? (uint32_t)res : 0;
 
     s->ops_inflight -= b->count - 1;  /* one write each; spool_complete took one */
-    s->batch_free[s->batch_free_count++] = (uint32_t)(b - s->batches);
     for (uint32_t i = 0; i < b->count; i++) {
         struct spool_wop *o = &s->wops[b->wops[i]];
         uint32_t got = left < o->len ? left : o->len;
         left -= got;
         spool_write_done(w, o, res < 0 ? res : (int)got);
     }
+    s->batch_free[s->batch_free_count++] = (uint32_t)(b - s->batches);
 }
